@@ -1,0 +1,213 @@
+"""The rubric of an assignment: ``test_suites/<id>/assignment.yaml`` loaded and validated.
+
+Everything assignment-specific the engine needs (file names, points, rules, visibility,
+timeouts) comes from here, so adding an assignment never changes ``grader/``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from grader import project_root
+
+VISIBILITIES = ("hidden", "after_due_date", "after_published", "visible")
+
+
+class RubricError(ValueError):
+    """An ``assignment.yaml`` that cannot be used; the message names the file and the field."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A handout rule enforced while the matching tests run (forbidden operations)."""
+
+    name: str
+    message: str
+    forbid: tuple[str, ...]
+    tests: tuple[str, ...]
+
+    def applies_to(self, test_id: str) -> bool:
+        base = test_id.split("[", 1)[0]
+        return any(fnmatch.fnmatchcase(test_id, p) or fnmatch.fnmatchcase(base, p) for p in self.tests)
+
+
+@dataclass(frozen=True)
+class TestSpec:
+    """One rubric line: a test (base nodeid relative to the suite root) and its points."""
+
+    __test__ = False  # not a pytest test class
+
+    test_id: str
+    points: float
+    question: str
+    question_name: str
+
+    @property
+    def visibility_default(self) -> str:
+        return "visible" if self.test_id.startswith("public/") else ""
+
+
+@dataclass(frozen=True)
+class Question:
+    number: str
+    name: str
+    points: float
+    tests: tuple[TestSpec, ...]
+
+
+@dataclass(frozen=True)
+class Assignment:
+    id: str
+    title: str
+    root: Path
+    modules: dict[str, tuple[str, ...]]
+    files_required: tuple[str, ...]
+    provided: tuple[str, ...]
+    requirements: tuple[str, ...]
+    timeout: float
+    visibility: str
+    variants: dict[str, Path]
+    questions: tuple[Question, ...]
+    rules: tuple[Rule, ...]
+    notebooks: dict[str, str] = field(default_factory=dict)
+
+    # -- paths -------------------------------------------------------------------------
+    @property
+    def suite_dir(self) -> Path:
+        return self.root / "test_suites" / self.id
+
+    @property
+    def reference_dir(self) -> Path:
+        return self.root / "reference" / self.id
+
+    @property
+    def template_dir(self) -> Path:
+        return self.root / "student_template" / self.id
+
+    @property
+    def fixtures_dir(self) -> Path:
+        return self.root / "fixtures" / self.id
+
+    @property
+    def snapshots_dir(self) -> Path:
+        return self.fixtures_dir / "snapshots"
+
+    @property
+    def mutants_dir(self) -> Path:
+        return self.root / "tests" / "mutants" / self.id
+
+    # -- rubric ------------------------------------------------------------------------
+    @property
+    def total_points(self) -> float:
+        return sum(q.points for q in self.questions)
+
+    @property
+    def tests(self) -> tuple[TestSpec, ...]:
+        return tuple(t for q in self.questions for t in q.tests)
+
+    def spec_for(self, test_id: str) -> TestSpec | None:
+        base = test_id.split("[", 1)[0]
+        for spec in self.tests:
+            if spec.test_id in (test_id, base):
+                return spec
+        return None
+
+    def rules_for(self, test_id: str) -> tuple[Rule, ...]:
+        return tuple(r for r in self.rules if r.applies_to(test_id))
+
+    def visibility_for(self, test_id: str) -> str:
+        return "visible" if test_id.startswith("public/") else self.visibility
+
+
+def list_assignments(root: Path | None = None) -> list[str]:
+    root = root or project_root()
+    suites = root / "test_suites"
+    if not suites.is_dir():
+        return []
+    return sorted(p.parent.name for p in suites.glob("*/assignment.yaml"))
+
+
+def load_assignment(assignment_id: str, root: Path | None = None) -> Assignment:
+    root = root or project_root()
+    path = root / "test_suites" / assignment_id / "assignment.yaml"
+    if not path.is_file():
+        known = ", ".join(list_assignments(root)) or "none"
+        raise RubricError(f"unknown assignment {assignment_id!r}: no {path} (known: {known})")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise RubricError(f"{path}: not valid YAML: {err}") from err
+    return _parse(data, path, root)
+
+
+def _parse(data: dict, path: Path, root: Path) -> Assignment:
+    def need(key: str, kind: type):
+        if key not in data:
+            raise RubricError(f"{path}: missing required field {key!r}")
+        value = data[key]
+        if not isinstance(value, kind):
+            raise RubricError(f"{path}: field {key!r} must be a {kind.__name__}")
+        return value
+
+    assignment_id = need("id", str)
+    if assignment_id != path.parent.name:
+        raise RubricError(f"{path}: id {assignment_id!r} differs from its folder {path.parent.name!r}")
+    modules = {
+        alias: tuple([names] if isinstance(names, str) else names)
+        for alias, names in need("modules", dict).items()
+    }
+    visibility = data.get("visibility", "after_due_date")
+    if visibility not in VISIBILITIES:
+        raise RubricError(f"{path}: visibility {visibility!r} is not one of {VISIBILITIES}")
+    questions = tuple(_parse_question(q, path) for q in need("questions", list))
+    seen: dict[str, str] = {}
+    for q in questions:
+        for t in q.tests:
+            if t.test_id in seen:
+                raise RubricError(f"{path}: test {t.test_id} is listed in questions {seen[t.test_id]} and {q.number}")
+            seen[t.test_id] = q.number
+    rules = tuple(_parse_rule(r, path) for r in data.get("rules", []) or [])
+    variants = {name: (root / rel).resolve() for name, rel in (data.get("variants") or {}).items()}
+    return Assignment(
+        id=assignment_id,
+        title=str(data.get("title", assignment_id)),
+        root=root,
+        modules=modules,
+        files_required=tuple(data.get("files_required", []) or []),
+        provided=tuple(data.get("provided", []) or []),
+        requirements=tuple(data.get("requirements", []) or []),
+        timeout=float(data.get("timeout", 60)),
+        visibility=visibility,
+        variants=variants,
+        questions=questions,
+        rules=rules,
+        notebooks=dict(data.get("notebooks", {}) or {}),
+    )
+
+
+def _parse_question(q: dict, path: Path) -> Question:
+    if not isinstance(q, dict) or "number" not in q or "tests" not in q:
+        raise RubricError(f"{path}: each question needs 'number' and 'tests' (got {q!r})")
+    number, name = str(q["number"]), str(q.get("name", q["number"]))
+    tests = tuple(
+        TestSpec(test_id=str(tid), points=float(pts), question=number, question_name=name)
+        for tid, pts in (q["tests"] or {}).items()
+    )
+    points = float(q.get("points", sum(t.points for t in tests)))
+    if abs(points - sum(t.points for t in tests)) > 1e-9:
+        raise RubricError(
+            f"{path}: question {number} is worth {points} points but its tests add up to "
+            f"{sum(t.points for t in tests)}"
+        )
+    return Question(number=number, name=name, points=points, tests=tests)
+
+
+def _parse_rule(r: dict, path: Path) -> Rule:
+    for key in ("name", "message", "forbid", "tests"):
+        if key not in r:
+            raise RubricError(f"{path}: rule {r.get('name', '?')!r} lacks {key!r}")
+    return Rule(name=r["name"], message=r["message"], forbid=tuple(r["forbid"]), tests=tuple(r["tests"]))

@@ -1,0 +1,78 @@
+"""``lmgrade demo``: the main job on the bundled examples.
+
+For each assignment: grade the reference, the template and a few mutants, write each
+results.json, and print the scores side by side. Then run the TA tools' own demos where an
+assignment ships one (learning curves, checkpoint checker).
+"""
+
+from __future__ import annotations
+
+import importlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from rich.table import Table
+
+from grader.assignment import load_assignment
+from grader.mutants import describe, list_mutants
+from grader.runner import grade
+
+# (module, function) of optional TA-tool demos: function(out_dir) -> path or exit code
+TOOL_DEMOS = {
+    "mila_ift6135_a2": ("tools.mila_ift6135_a2.plot_curves", "run_demo"),
+    "cmu_11667_a2": ("tools.checkpoints.cli", "run_demo"),
+}
+
+
+def run_demo(assignment_ids: list[str], out: Path, *, n_mutants: int, jobs: int, console) -> int:
+    out.mkdir(parents=True, exist_ok=True)
+    table = Table(title="lmgrade demo: autograded scores")
+    for col in ("assignment", "submission", "score", "tests passed", "note"):
+        table.add_column(col)
+    status = 0
+    for aid in assignment_ids:
+        assignment = load_assignment(aid)
+        subjects = [("reference", assignment.reference_dir, None, ""),
+                    ("template", assignment.template_dir, None, "untouched student template")]
+        for m in list_mutants(assignment)[:n_mutants]:
+            subjects.append((f"mutant {m.name}", None, m, describe(m)))
+
+        def run(subject):
+            label, folder, mutant, _ = subject
+            results = out / aid / f"{label.replace(' ', '_')}.results.json"
+            if mutant is not None:
+                return grade(assignment, None, base=assignment.reference_dir, overlays=(mutant,),
+                             results_path=results, label=label)
+            return grade(assignment, folder, results_path=results, label=label)
+
+        with console.status(f"{aid}: grading {len(subjects)} submissions...", spinner="dots"):
+            with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+                reports = list(pool.map(run, subjects))
+        for (label, _, _, note), report in zip(subjects, reports):
+            passed = sum(t.passed for t in report.tests)
+            table.add_row(aid, label, f"{report.score:g}/{report.max_score:g}", f"{passed}/{len(report.tests)}", note)
+            if label == "reference" and report.score < report.max_score:
+                status = 1
+            if label == "template" and report.score > 0:
+                status = 1
+        table.add_section()
+    console.print(table)
+    console.print(f"results.json files under {out}/")
+    for aid in assignment_ids:
+        if aid in TOOL_DEMOS:
+            status |= _tool_demo(aid, out / aid, console)
+    return status
+
+
+def _tool_demo(aid: str, out: Path, console) -> int:
+    module_name, func_name = TOOL_DEMOS[aid]
+    try:
+        func = getattr(importlib.import_module(module_name), func_name)
+    except (ImportError, AttributeError):
+        return 0
+    console.rule(f"{aid}: {module_name}")
+    result = func(out)
+    if isinstance(result, int):
+        return result
+    console.print(f"wrote {result}")
+    return 0

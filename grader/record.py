@@ -1,0 +1,50 @@
+"""``lmgrade record``: run the suite on the reference (and each accepted variant) and store
+what it returns as the snapshots every submission is compared with."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from grader.assignment import Assignment
+from grader.runner import _pytest_command, _tail, child_env
+from grader.snapshots import DEFAULT_VARIANT, write_manifest
+from grader.submission import stage
+
+
+class RecordError(RuntimeError):
+    """The reference failed its own suite, so nothing was recorded."""
+
+
+def record(assignment: Assignment, *, timeout: float | None = None) -> list[str]:
+    """Record every variant; replace ``fixtures/<id>/snapshots`` only if all succeed."""
+    variants = {DEFAULT_VARIANT: ()} | {name: (path,) for name, path in assignment.variants.items()}
+    with tempfile.TemporaryDirectory(prefix="lmgrade-record-") as tmp:
+        out = Path(tmp) / "snapshots"
+        for variant, overlays in variants.items():
+            _record_variant(assignment, variant, overlays, Path(tmp) / variant, out, timeout)
+        write_manifest(out, assignment.id, list(variants))
+        target = assignment.snapshots_dir
+        if target.exists():
+            shutil.rmtree(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(out, target)
+    return list(variants)
+
+
+def _record_variant(assignment, variant, overlays, work: Path, out: Path, timeout) -> None:
+    work.mkdir(parents=True)
+    staged = stage(assignment, None, work / "submission", base=assignment.reference_dir, overlays=overlays)
+    if staged.errors:
+        raise RecordError(f"variant {variant}: the reference is incomplete: {staged.errors}")
+    outcomes = work / "outcomes.jsonl"
+    cmd = _pytest_command(assignment, staged.path, outcomes, float(timeout or assignment.timeout) * 4,
+                          [str(assignment.suite_dir)], (), variant, out)
+    log = work / "record.log"
+    with open(log, "wb") as fh:
+        rc = subprocess.call(cmd, cwd=staged.path, stdout=fh, stderr=subprocess.STDOUT,
+                             stdin=subprocess.DEVNULL, env=child_env())
+    if rc != 0:
+        raise RecordError(f"recording variant {variant!r} failed (pytest exit code {rc}):\n{_tail(log)}")
