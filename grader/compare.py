@@ -24,7 +24,7 @@ class Tolerance:
     def __str__(self) -> str:
         if self.rtol == 0 and self.atol == 0:
             return "exact"
-        return f"|got - expected| <= {self.atol:g} + {self.rtol:g}*|expected|"
+        return f"atol {self.atol:g} + rtol {self.rtol:g} x |expected|"
 
 
 def compare(

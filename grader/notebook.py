@@ -183,6 +183,8 @@ class _Extraction:
     def _add_statement(self, number: int, node: ast.stmt, lines: list[str]) -> None:
         if isinstance(node, ast.Pass):  # also what a blanked magic line becomes
             return
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+            return  # a docstring or a bare literal: nothing to run, nothing to report
         what, reason = self._judge(node)
         if reason is None:
             self.chunks.append(f"# --- cell {number} ---\n{self._source_of(node, lines)}")
@@ -212,8 +214,6 @@ class _Extraction:
         if isinstance(node, ast.Try) and self._all_simple(node):
             return "try block of imports", None
         if isinstance(node, ast.Expr):
-            if isinstance(node.value, ast.Constant):
-                return "text", "bare literal"
             call = _called_name(node.value)
             return "call", (f"top-level call to {call}" if call else "top-level expression")
         if isinstance(node, (ast.For, ast.AsyncFor, ast.While)):
@@ -310,9 +310,12 @@ class _Extraction:
 
 
 def _describe_import(node: ast.Import | ast.ImportFrom) -> str:
+    def alias(a: ast.alias) -> str:
+        return f"{a.name} as {a.asname}" if a.asname else a.name
+
     if isinstance(node, ast.Import):
-        return "import " + ", ".join(a.name for a in node.names)
-    names = ", ".join(a.name for a in node.names)
+        return "import " + ", ".join(alias(a) for a in node.names)
+    names = ", ".join(alias(a) for a in node.names)
     return f"from {'.' * node.level}{node.module or ''} import {names}"
 
 

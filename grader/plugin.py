@@ -415,7 +415,7 @@ def _finish(state: _State, item: pytest.Item, reports: list[pytest.TestReport]) 
     captured = "".join(
         getattr(rep, "capstdout", "") + getattr(rep, "capstderr", "") for rep in reports
     )[-MAX_CAPTURED:]
-    if state.writer is not None and outcome != "passed":
+    if state.writer is not None and outcome in ("failed", "error"):
         state.record_failures.append(f"{test_id}: {outcome}: {message}")
     decor = _gradescope_dunders(item)
     event = {
@@ -463,7 +463,7 @@ def _longrepr_text(rep: pytest.TestReport) -> str:
 
 def _skip_reason(rep: pytest.TestReport) -> str:
     if isinstance(rep.longrepr, tuple) and len(rep.longrepr) == 3:
-        return f"skipped: {rep.longrepr[2]}"
+        return str(rep.longrepr[2]).removeprefix("Skipped: ")
     return "skipped"
 
 

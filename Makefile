@@ -1,0 +1,32 @@
+# Two commands do all the set-up on a fresh machine (each installs what it needs):
+#   make demo   grade the bundled examples (reference, template, mutants) and print the scores
+#   make test   run the project's own tests
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.lmgrade-installed
+JOBS ?= auto
+
+.PHONY: install demo test lint clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# The CPU wheel first: torch==2.13.0 is what pyproject pins, so pip pulls no CUDA packages.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[course,dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/lmgrade demo -o demo-out
+
+test: install
+	$(BIN)/python -m pytest -n $(JOBS) -q
+
+lint: install
+	$(BIN)/ruff check grader tools tests benchmarks
+
+clean:
+	rm -rf $(VENV) demo-out

@@ -1,0 +1,39 @@
+"""Shared fixtures for the project's own tests."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from grader import project_root
+
+TOY = Path(__file__).parent / "engine_toy"
+
+
+@pytest.fixture(scope="session")
+def toy_root(tmp_path_factory) -> Path:
+    """A copy of the toy project with its template generated and snapshots recorded."""
+    from grader.assignment import load_assignment
+    from grader.record import record
+    from grader.template import write_template
+
+    root = tmp_path_factory.mktemp("toyproj")
+    shutil.copytree(TOY, root, dirs_exist_ok=True)
+    assignment = load_assignment("toy", root=root)
+    write_template(assignment)
+    record(assignment)
+    return root
+
+
+@pytest.fixture(scope="session")
+def toy(toy_root):
+    from grader.assignment import load_assignment
+
+    return load_assignment("toy", root=toy_root)
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    return project_root()
