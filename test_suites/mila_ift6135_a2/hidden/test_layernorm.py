@@ -1,0 +1,74 @@
+"""Problem 2, question 1 (gpt1_solution.py): LayerNorm.forward.
+
+Expected values are the handout's formula in float64. nn.LayerNorm and every function that
+calls torch.layer_norm are disabled while these tests run (the rubric's rule).
+"""
+import torch
+from mila_checks import assert_close, layer_norm_f64
+
+HINT = (
+    "LayerNorm: (x - mean) / sqrt(var + eps) * weight + bias over the last dimension, with "
+    "the biased variance (divide by n; torch.var divides by n - 1 unless unbiased=False) "
+    "and eps inside the square root."
+)
+
+
+def _layer_norm(sub, hidden_size, weight=None, bias=None):
+    layer_norm = sub.gpt1.LayerNorm(hidden_size)
+    with torch.no_grad():
+        if weight is not None:
+            layer_norm.weight.copy_(weight)
+        if bias is not None:
+            layer_norm.bias.copy_(bias)
+    return layer_norm
+
+
+def test_layernorm_default_parameters(sub, snapshot):
+    x = 3.0 * torch.randn(2, 5, 16) + 1.0
+    layer_norm = _layer_norm(sub, 16)
+    with torch.no_grad():
+        y = layer_norm(x)
+    ones, zeros = torch.ones(16), torch.zeros(16)
+    assert_close(y, layer_norm_f64(x, ones, zeros, 1e-5), "LayerNorm output", hint=HINT)
+    snapshot.check("outputs", y, hint=HINT)
+
+
+def test_layernorm_affine(sub, snapshot):
+    x = 2.0 * torch.randn(3, 4, 24) - 0.5
+    weight, bias = 1.0 + 0.5 * torch.randn(24), torch.randn(24)
+    layer_norm = _layer_norm(sub, 24, weight, bias)
+    with torch.no_grad():
+        y = layer_norm(x)
+    hint = HINT + " Scale by self.weight and shift by self.bias after normalising."
+    assert_close(y, layer_norm_f64(x, weight, bias, 1e-5), "LayerNorm output (non-trivial weight and bias)", hint=hint)
+    snapshot.check("outputs", y, hint=hint)
+
+
+def test_layernorm_small_variance(sub, snapshot):
+    # Rows whose variance is below, near and above eps = 1e-5: where eps goes decides the
+    # result (1 / sqrt(var + eps) is not 1 / (sqrt(var) + eps)).
+    stds = torch.tensor([1e-3, 3e-3, 1e-2, 1.0]).reshape(4, 1, 1)
+    x = stds * torch.randn(4, 3, 32) + 0.01
+    weight, bias = 1.0 + 0.5 * torch.randn(32), 0.1 * torch.randn(32)
+    layer_norm = _layer_norm(sub, 32, weight, bias)
+    with torch.no_grad():
+        y = layer_norm(x)
+    assert_close(y, layer_norm_f64(x, weight, bias, 1e-5), "LayerNorm output on small-variance inputs", hint=HINT)
+    snapshot.check("outputs", y, hint=HINT)
+
+
+def test_layernorm_shapes_gradients_and_no_side_effects(sub):
+    weight, bias = 1.0 + 0.5 * torch.randn(8), torch.randn(8)
+    for shape in [(5, 8), (2, 3, 2, 2, 8)]:
+        x = torch.randn(shape)
+        kept = x.clone()
+        layer_norm = _layer_norm(sub, 8, weight, bias)
+        y = layer_norm(x)
+        assert_close(y, layer_norm_f64(x, weight, bias, 1e-5), f"LayerNorm output for an input of shape {shape}", hint=HINT)
+        if not torch.equal(x, kept):
+            raise AssertionError("LayerNorm.forward modified its input in place; it must return a new tensor.")
+        y.pow(2).sum().backward()
+        for name in ("weight", "bias"):
+            grad = getattr(layer_norm, name).grad
+            if grad is None or not torch.isfinite(grad).all() or grad.abs().sum() == 0:
+                raise AssertionError(f"no gradient reaches LayerNorm.{name}: the output must use self.{name} differentiably.")
