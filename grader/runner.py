@@ -157,7 +157,7 @@ def run_suite(
     if collected:
         for t in collected:
             events.setdefault(t, {"event": "result", "test": t, "outcome": "not run",
-                                  "message": "this test did not run: the test process kept crashing", "stdout": ""})
+                                  "message": "this test did not run", "stdout": ""})
     return events, log_tail
 
 
