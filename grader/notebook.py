@@ -29,8 +29,8 @@ from pathlib import Path
 
 import nbformat
 
-__all__ = ["NotebookError", "NotebookExtract", "extract_notebook", "extract_cells",
-           "py_to_notebook", "notebook_to_py"]
+__all__ = ["NotebookError", "NotebookExtract", "extract_cells", "extract_notebook",
+           "notebook_to_py", "py_to_notebook"]
 
 # Builtins whose call is cheap and has no side effect: a constant may be built with them.
 SAFE_BUILTINS = frozenset({
@@ -239,10 +239,10 @@ class _Extraction:
             if isinstance(sub, (ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp,
                                 ast.GeneratorExp)):
                 continue
-            if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Load):
-                if sub.id not in self.defined and not hasattr(builtins, sub.id) \
-                        and not _bound_inside(expr, sub.id):
-                    return f"uses `{sub.id}`, which no taken statement defines:"
+            if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Load) \
+                    and sub.id not in self.defined and not hasattr(builtins, sub.id) \
+                    and not _bound_inside(expr, sub.id):
+                return f"uses `{sub.id}`, which no taken statement defines:"
             if isinstance(sub, (ast.Await, ast.Yield, ast.YieldFrom, ast.NamedExpr)):
                 return "not a simple value:"
             if isinstance(sub, ast.Call):
@@ -344,9 +344,7 @@ def _bound_names(node: ast.stmt) -> set[str]:
     targets: list[ast.expr] = []
     if isinstance(node, ast.Assign):
         targets = node.targets
-    elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
-        targets = [node.target]
-    elif isinstance(node, (ast.For, ast.AsyncFor)):
+    elif isinstance(node, (ast.AnnAssign, ast.AugAssign, ast.For, ast.AsyncFor)):
         targets = [node.target]
     elif isinstance(node, ast.Try):
         return {n for s in node.body + node.orelse + node.finalbody for n in _bound_names(s)}
@@ -359,9 +357,9 @@ def _bound_names(node: ast.stmt) -> set[str]:
 def _bound_inside(expr: ast.expr, name: str) -> bool:
     """True if `name` is a comprehension variable or lambda argument inside `expr`."""
     for sub in ast.walk(expr):
-        if isinstance(sub, ast.comprehension):
-            if any(isinstance(n, ast.Name) and n.id == name for n in ast.walk(sub.target)):
-                return True
+        if isinstance(sub, ast.comprehension) and any(
+                isinstance(n, ast.Name) and n.id == name for n in ast.walk(sub.target)):
+            return True
         if isinstance(sub, ast.Lambda) and name in {a.arg for a in sub.args.args}:
             return True
     return False

@@ -71,8 +71,10 @@ def stage(assignment: Assignment, source: Path | None, dest: Path, *, base: Path
     if source is not None:
         if not source.is_dir():
             raise SubmissionError(f"submission folder {source} does not exist")
+        _drop_replaced_modules(assignment, source, dest, search=True)
         _copy_listed(assignment, source, dest, include_modules=True, notes=staged.notes)
     for overlay in overlays:
+        _drop_replaced_modules(assignment, overlay, dest, search=False)
         _copy_listed(assignment, overlay, dest, include_modules=True, notes=None)
     _resolve_modules(assignment, staged)
     staged.save()
@@ -99,6 +101,16 @@ def _copy_listed(assignment: Assignment, src: Path, dest: Path, *, include_modul
             shutil.copyfile(found, target)
         elif notes is not None:
             notes.append(f"ignored {name}: not a regular file")
+
+
+def _drop_replaced_modules(assignment: Assignment, src: Path, dest: Path, *, search: bool) -> None:
+    """A module given under any accepted name replaces the base's file under every name
+    (a mutant's LabRNN.ipynb must not lose to the reference's LabRNN.py)."""
+    for names in assignment.modules.values():
+        given = any((_find(src, n) if search else (src / n if (src / n).is_file() else None)) for n in names)
+        if given:
+            for n in names:
+                (dest / n).unlink(missing_ok=True)
 
 
 def _ignore_unsafe(folder: str, entries: list[str]) -> list[str]:

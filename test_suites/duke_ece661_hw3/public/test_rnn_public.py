@@ -1,0 +1,79 @@
+"""Public checks of LabRNN (ECE 661 HW3 Lab (1)): return types and shapes, one per part."""
+import random
+
+import pytest
+import torch
+
+
+def test_hyperparams_unchanged(hparams):
+    """The handout forbids changing HyperParams (checked, not graded)."""
+    fixed = {"PAD_INDEX": 0, "UNK_INDEX": 1, "PAD_TOKEN": '<pad>', "UNK_TOKEN": '<unk>',
+             "MAX_LENGTH": 256, "BATCH_SIZE": 96, "EMBEDDING_DIM": 1, "HIDDEN_DIM": 100,
+             "OUTPUT_DIM": 2, "N_LAYERS": 1, "DROPOUT_RATE": 0.0, "LR": 0.001, "N_EPOCHS": 5,
+             "WD": 0, "SEED": 12, "BIDIRECTIONAL": False}
+    changed = [f"{k}={getattr(hparams, k, None)!r} (the starter has {v!r})"
+               for k, v in fixed.items() if getattr(hparams, k, None) != v]
+    assert not changed, "HyperParams must not be changed: " + ", ".join(changed)
+    assert len(hparams.STOP_WORDS) > 100 and 'the' in hparams.STOP_WORDS
+
+
+def test_load_imdb_returns_six_splits(sub, tmp_path, lab):
+    lab.write_imdb_csv(tmp_path / "IMDBDataset.csv", rows=100)
+    out = sub.rnn.load_imdb(str(tmp_path / "IMDBDataset.csv"))
+    assert isinstance(out, tuple) and len(out) == 6, \
+        "load_imdb must return x_train, x_valid, x_test, y_train, y_valid, y_test"
+    x_train, x_valid, x_test, y_train, y_valid, y_test = (list(part) for part in out)
+    for x, y, name in ((x_train, y_train, "train"), (x_valid, y_valid, "valid"),
+                       (x_test, y_test, "test")):
+        assert len(x) == len(y), f"x_{name} and y_{name} have different lengths"
+    assert len(x_train) + len(x_valid) + len(x_test) == 100, \
+        "the three splits together must hold every review exactly once"
+    assert all(isinstance(r, str) for r in x_train[:5]), "x holds the review texts"
+    assert set(y_train) <= {'positive', 'negative'}, "y holds the 'positive'/'negative' labels"
+
+
+def test_build_vocab_special_tokens(sub, hparams, lab):
+    reviews = [" ".join(lab.CONTENT_WORDS[:6])] * 5
+    vocab = sub.rnn.build_vocab(reviews, min_freq=5, hparams=hparams)
+    assert isinstance(vocab, dict), "build_vocab must return a dict word -> id"
+    assert vocab.get('<pad>') == 0 and vocab.get('<unk>') == 1, \
+        "the vocabulary must map '<pad>' to 0 and '<unk>' to 1 (the provided tail does this)"
+    assert sorted(vocab.values()) == list(range(len(vocab))), "ids must be 0, 1, ..., len-1"
+
+
+def test_tokenize_returns_ids(sub):
+    vocab = {'<pad>': 0, '<unk>': 1, 'good': 2, 'movie': 3}
+    ids = sub.rnn.tokenize(vocab, "good movie")
+    assert list(ids) == [2, 3], "tokenize(vocab, 'good movie') with good->2, movie->3"
+
+
+def test_imdb_item_keys(sub):
+    vocab = {'<pad>': 0, '<unk>': 1, 'good': 2, 'movie': 3}
+    item = sub.rnn.IMDB(["good movie"], ["positive"], vocab, max_length=256)[0]
+    assert isinstance(item, dict) and {'ids', 'length', 'label'} <= set(item), \
+        "__getitem__ must return a dict with keys 'ids', 'length' and 'label'"
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_lstm_output_shape(sub, bidirectional):
+    model = sub.rnn.LSTM(vocab_size=30, embedding_dim=4, hidden_dim=8, output_dim=2, n_layers=1,
+                         dropout_rate=0.0, pad_index=0, bidirectional=bidirectional)
+    ids = torch.randint(2, 30, (3, 7))
+    length = torch.tensor([7.0, 4.0, 2.0])   # float, as the provided collate makes it
+    ids[1, 4:] = 0
+    ids[2, 2:] = 0
+    out = model(ids, length)
+    assert tuple(out.shape) == (3, 2), \
+        f"LSTM output has shape {tuple(out.shape)}, expected (batch size, output_dim) = (3, 2)"
+
+
+def test_train_and_test_runs(sub, hparams, tmp_path, lab, monkeypatch):
+    """The whole harness on 300 reviews for one short epoch (checked, not graded)."""
+    lab.write_imdb_csv(tmp_path / "IMDBDataset.csv", rows=300)
+    monkeypatch.chdir(tmp_path)   # load_imdb() reads ./IMDBDataset.csv
+    hparams.N_EPOCHS, hparams.MAX_LENGTH, hparams.HIDDEN_DIM = 1, 32, 16
+    random.seed(0)
+    results = sub.rnn.train_and_test_model_with_hparams(hparams, "lstm")
+    assert {'num_params', 'test_loss', 'test_acc'} <= set(results), \
+        "train_and_test_model_with_hparams must return num_params, test_loss and test_acc"
+    assert 0.0 <= float(results['test_acc']) <= 1.0

@@ -1,0 +1,98 @@
+"""Every assignment: reference full marks, template zero, every mutant caught, files in sync.
+
+These grade real submissions through the same path Gradescope uses (a child pytest process
+per submission), so they are the slowest tests; each assignment's gradings run in parallel.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from grader.assignment import list_assignments, load_assignment
+from grader.mutants import list_mutants
+from grader.runner import grade
+from grader.snapshots import _sha256
+from grader.template import check_template
+
+ASSIGNMENTS = list_assignments()
+MIN_MUTANTS = {"cmu_11667_a2": 15, "mila_ift6135_a2": 15, "cmu_10423_hw3": 12, "duke_ece661_hw3": 12}
+
+
+@pytest.fixture(scope="module", params=ASSIGNMENTS)
+def graded(request):
+    """Grade reference, template and every mutant of one assignment (2 at a time)."""
+    a = load_assignment(request.param)
+    subjects = {"reference": dict(submission=a.reference_dir), "template": dict(submission=a.template_dir)}
+    for m in list_mutants(a):
+        # -x: the first failing test is enough to show a mutant loses points (and saves CI time;
+        # `lmgrade mutants` reports full scores)
+        subjects[f"mutant:{m.name}"] = dict(submission=None, base=a.reference_dir, overlays=(m,), pytest_args=("-x",))
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        reports = dict(zip(subjects, pool.map(lambda kw: grade(a, **kw), subjects.values())))
+    return a, reports
+
+
+def _failures(report):
+    return [(t.test_id, t.outcome, t.message[:200]) for t in report.tests if not t.passed and t.max_score > 0]
+
+
+def test_reference_gets_full_marks(graded):
+    a, reports = graded
+    report = reports["reference"]
+    assert _failures(report) == []
+    assert report.score == report.max_score == a.total_points
+
+
+def test_template_gets_zero_with_a_message_per_test(graded):
+    a, reports = graded
+    report = reports["template"]
+    earning = [(t.test_id, t.score) for t in report.tests if t.score > 0]
+    assert earning == []
+    assert all(t.message for t in report.tests), [t.test_id for t in report.tests if not t.message]
+    assert not any("Traceback" in t.message for t in report.tests)
+
+
+def test_every_mutant_loses_points(graded):
+    a, reports = graded
+    mutants = {k: r for k, r in reports.items() if k.startswith("mutant:")}
+    assert len(mutants) >= MIN_MUTANTS.get(a.id, 12)
+    survivors = [k for k, r in mutants.items() if r.score >= r.max_score or r.max_score != a.total_points]
+    assert survivors == []
+
+
+@pytest.mark.parametrize("assignment_id", ASSIGNMENTS)
+def test_template_is_in_sync_with_the_reference(assignment_id):
+    assert check_template(load_assignment(assignment_id)) == []
+
+
+@pytest.mark.parametrize("assignment_id", ASSIGNMENTS)
+def test_rubric_lists_every_collected_test(assignment_id):
+    a = load_assignment(assignment_id)
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", str(a.suite_dir), "--collect-only", "-q", "-p", "grader.plugin",
+         "--import-mode=importlib", "--rootdir", str(a.suite_dir), "-c", "/dev/null"],
+        capture_output=True, text=True, cwd=a.suite_dir,
+    )
+    collected = {line.split("[")[0] for line in out.stdout.splitlines() if "::" in line}
+    listed = {t.test_id for t in a.tests}
+    assert collected, out.stdout + out.stderr
+    assert collected - listed == set(), "tests missing from assignment.yaml"
+    assert listed - collected == set(), "assignment.yaml lists tests that do not exist"
+    assert abs(sum(q.points for q in a.questions) - a.total_points) < 1e-9
+
+
+@pytest.mark.parametrize("assignment_id", ASSIGNMENTS)
+def test_snapshot_manifest_matches_the_files(assignment_id):
+    a = load_assignment(assignment_id)
+    manifest = json.loads((a.snapshots_dir / "manifest.json").read_text())
+    on_disk = {p.relative_to(a.snapshots_dir).as_posix() for p in a.snapshots_dir.rglob("*")
+               if p.is_file() and p.name != "manifest.json"}
+    assert set(manifest["files"]) == on_disk
+    for rel, digest in manifest["files"].items():
+        assert _sha256(a.snapshots_dir / rel) == digest, rel
+    assert not list(a.snapshots_dir.rglob("*.pt")) and not list(a.snapshots_dir.rglob("*.pkl"))

@@ -1,0 +1,289 @@
+"""Tests of grader.notebook: notebook extraction and percent-format conversion."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import nbformat
+import pytest
+
+from grader.notebook import (
+    NotebookError,
+    extract_cells,
+    extract_notebook,
+    notebook_to_py,
+    py_to_notebook,
+)
+
+
+def write_notebook(path, cells):
+    """cells: list of (cell_type, source)."""
+    nb = nbformat.v4.new_notebook()
+    for kind, source in cells:
+        maker = nbformat.v4.new_code_cell if kind == "code" else nbformat.v4.new_markdown_cell
+        nb.cells.append(maker(textwrap.dedent(source)))
+    nbformat.write(nb, str(path))
+    return path
+
+
+def load_module(source, tmp_path, name="extracted"):
+    """Import extracted source in a fresh namespace (as the stager's file would be)."""
+    path = tmp_path / f"{name}.py"
+    path.write_text(source)
+    namespace: dict = {"__name__": name}
+    exec(compile(source, str(path), "exec"), namespace)  # noqa: S102 - our own extracted text
+    return namespace
+
+
+LAB = [
+    ("markdown", "# Lab\nSome *instructions*.\n```python\nimport nothing_here\n```"),
+    ("code", "!pip install torch\n%matplotlib inline\nimport math\nimport os.path as osp\n"),
+    ("code", """\
+        from collections import Counter
+        MAX_LENGTH = 256
+        NAMES = ("a", "b")
+        PAIRS = {"x": [1, 2], "y": -3.5}
+        DOUBLE = MAX_LENGTH * 2
+        ROOT = math.sqrt(16)
+        """),
+    ("code", """\
+        def count(words):
+            return Counter(words)
+
+        class Box:
+            size = MAX_LENGTH
+        """),
+    ("code", """\
+        data = load_everything("./IMDBDataset.csv")
+        counts = count(["a", "b", "a"])
+        print(counts)
+        for i in range(3):
+            print(i)
+        if __name__ == "__main__":
+            count([])
+        """),
+]
+
+
+def test_valid_notebook_takes_definitions_and_skips_runs(tmp_path):
+    ex = extract_notebook(write_notebook(tmp_path / "Lab.ipynb", LAB))
+    assert ex.errors == []
+    ns = load_module(ex.source, tmp_path)
+    assert ns["count"](["a", "a"]) == {"a": 2}
+    assert ns["Box"].size == 256 and ns["DOUBLE"] == 512 and ns["ROOT"] == 4.0
+    assert ns["NAMES"] == ("a", "b") and ns["PAIRS"]["y"] == -3.5
+    assert ns["osp"].join("a", "b") == "a/b"
+    for name in ("data", "counts", "i", "load_everything"):
+        assert name not in ns
+    assert "import math (cell 2)" in ex.taken
+    assert "def count (cell 4)" in ex.taken and "class Box (cell 4)" in ex.taken
+    assert any("cell 5" in s and "load_everything" in s for s in ex.skipped)
+    assert any("cell 5" in s and "count" in s and "defined in this notebook" in s
+               for s in ex.skipped)
+    assert any("cell 5" in s and "loop" in s for s in ex.skipped)
+    assert any("cell 5" in s and "if statement" in s for s in ex.skipped)
+
+
+def test_markdown_cells_are_ignored(tmp_path):
+    ex = extract_notebook(write_notebook(tmp_path / "Lab.ipynb", LAB))
+    assert "import nothing_here" not in ex.source
+    assert not any("cell 1" in item for item in ex.taken + ex.skipped + ex.errors)
+
+
+def test_magics_are_stripped_and_reported(tmp_path):
+    cells = [("code", """\
+        %%time
+        import math
+        """),
+             ("code", "%%bash\necho hi\n"),
+             ("code", """\
+        files = !ls
+        def f():
+            return 1
+        if True:
+            !echo indented
+        %pip install -q peft
+        """)]
+    ex = extract_notebook(write_notebook(tmp_path / "Lab.ipynb", cells))
+    assert ex.errors == []
+    ns = load_module(ex.source, tmp_path)
+    assert ns["f"]() == 1 and "math" in ns and "files" not in ns
+    assert any("cell 1" in s and "%%time" in s for s in ex.skipped)
+    assert any("cell 2" in s and "not Python" in s for s in ex.skipped)
+    assert any("cell 3" in s and "!ls" in s for s in ex.skipped)
+    assert any("cell 3" in s and "%pip install" in s for s in ex.skipped)
+    assert "echo" not in ex.source
+
+
+def test_syntax_error_cell_is_skipped_and_reported(tmp_path):
+    cells = [("code", "def good():\n    return 1\n"),
+             ("code", "def bad(:\n    return 2\n"),
+             ("code", "def after():\n    return good() + 1\n")]
+    ex = extract_notebook(write_notebook(tmp_path / "Lab.ipynb", cells))
+    assert len(ex.errors) == 1 and ex.errors[0].startswith("cell 2: SyntaxError at line 1")
+    ns = load_module(ex.source, tmp_path)
+    assert ns["after"]() == 2 and "bad" not in ns
+    assert "cell 2: SyntaxError" in ex.report()
+
+
+def test_redefinition_keeps_notebook_order(tmp_path):
+    cells = [("code", "def f():\n    return 'first'\nLIMIT = 1\n"),
+             ("code", "def f():\n    return 'second'\nLIMIT = 2\n"),
+             ("code", "def f(:\n    return 'broken third'\n")]
+    ns = load_module(extract_notebook(write_notebook(tmp_path / "L.ipynb", cells)).source,
+                     tmp_path)
+    assert ns["f"]() == "second" and ns["LIMIT"] == 2
+
+
+def test_constants_taken_and_skipped(tmp_path):
+    cells = [("code", """\
+        import string
+        from pandas import read_csv
+        import json
+        PUNCT = set(string.punctuation)          # import-based constant: taken
+        SIZES = [len(w) for w in ("ab", "c")]     # comprehension over literals: taken
+        PICK = sorted(PUNCT)[0]
+        CONFIG = json.loads('{"a": 1}')           # loads is not a loader of files: taken
+        frame = read_csv("./IMDBDataset.csv")     # data load: skipped
+        model = string.Template.from_pretrained("gpt2")  # model load: skipped
+        table = json.load(open("x.json"))         # file read: skipped
+        doubled = UNKNOWN * 2                     # undefined name: skipped
+        obj.attr = 3                              # attribute target: skipped
+        counter: int                              # annotation only: skipped
+        """)]
+    ex = extract_notebook(write_notebook(tmp_path / "L.ipynb", cells))
+    ns = load_module(ex.source, tmp_path)
+    assert ns["PUNCT"] == set(__import__("string").punctuation)
+    assert ns["SIZES"] == [2, 1] and ns["CONFIG"] == {"a": 1}
+    for name in ("frame", "model", "table", "doubled", "counter"):
+        assert name not in ns, name
+    assert any("read_csv" in s for s in ex.skipped)
+    assert any(".from_pretrained()" in s for s in ex.skipped)
+    assert any("UNKNOWN" in s for s in ex.skipped)
+    assert any("attribute" in s for s in ex.skipped)
+
+
+def test_skipped_global_used_by_a_definition_is_explained(tmp_path):
+    cells = [("code", "import json\ntokenizer = json.load(open('tok.json'))\n"),
+             ("code", "def encode(text):\n    return tokenizer(text)\n")]
+    ex = extract_notebook(write_notebook(tmp_path / "L.ipynb", cells))
+    assert len(ex.undefined) == 1
+    assert "encode (cell 2) uses `tokenizer`" in ex.undefined[0]
+    assert "cell 1" in ex.undefined[0]
+
+
+def test_colab_imports_are_guarded(tmp_path):
+    cells = [("code", ("from google.colab import drive\nimport IPython.display as ipd\n"
+                       "drive.mount('/content/drive')\nimport math\n"))]
+    ex = extract_notebook(write_notebook(tmp_path / "L.ipynb", cells))
+    ns = load_module(ex.source, tmp_path)
+    assert "math" in ns
+    assert any("mount" in s for s in ex.skipped)
+
+
+def test_try_block_of_imports_is_taken(tmp_path):
+    cells = [("code", """\
+        try:
+            from nltk.corpus import stopwords
+            HAVE_NLTK = True
+        except ImportError:
+            HAVE_NLTK = False
+        """)]
+    ns = load_module(extract_notebook(write_notebook(tmp_path / "L.ipynb", cells)).source,
+                     tmp_path)
+    assert "HAVE_NLTK" in ns
+
+
+@pytest.mark.parametrize("content, expected", [
+    ("{not json", "not JSON"),
+    ("", "not JSON"),
+    ("{}", "not a valid notebook"),
+    ("[1, 2]", "structure of a Jupyter notebook"),
+    (json.dumps({"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": 5}),
+     "not a valid notebook"),
+])
+def test_invalid_notebook_raises_notebook_error(tmp_path, content, expected):
+    path = tmp_path / "LabRNN.ipynb"
+    path.write_text(content)
+    with pytest.raises(NotebookError) as info:
+        extract_notebook(path)
+    assert str(info.value).startswith("LabRNN.ipynb ")
+    assert expected in str(info.value)
+
+
+def test_binary_file_raises_notebook_error(tmp_path):
+    path = tmp_path / "LabRNN.ipynb"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff")
+    with pytest.raises(NotebookError, match="LabRNN.ipynb is not a valid notebook"):
+        extract_notebook(path)
+
+
+def test_report_lists_every_section():
+    ex = extract_cells([("code", "import math\nmath.sqrt(2)\n"), ("code", "def f(:\n")],
+                       name="LabLLM.ipynb")
+    report = ex.report()
+    assert report.startswith("LabLLM.ipynb:")
+    for text in ("Errors", "Taken", "Skipped", "import math (cell 1)", "cell 2: SyntaxError"):
+        assert text in report
+
+
+PERCENT = '''\
+# %% [markdown]
+# # Lab 1
+# Read the instructions.
+
+# %%
+import math
+
+
+# %%
+def area(r):
+    # BEGIN SOLUTION
+    return math.pi * r * r
+    # END SOLUTION
+'''
+
+
+def test_percent_format_round_trip():
+    nb = py_to_notebook(PERCENT)
+    assert [c.cell_type for c in nb.cells] == ["markdown", "code", "code"]
+    assert nb.cells[0].source.startswith("# Lab 1")
+    assert [c.id for c in nb.cells] == ["cell-1", "cell-2", "cell-3"]
+    assert nbformat.validate(nb) is None
+    assert py_to_notebook(notebook_to_py(nb)) == nb
+    assert nbformat.writes(py_to_notebook(PERCENT)) == nbformat.writes(nb)  # deterministic
+
+
+def test_generated_notebook_extracts_to_working_module(tmp_path):
+    path = tmp_path / "Lab.ipynb"
+    nbformat.write(py_to_notebook(PERCENT), str(path))
+    ns = load_module(extract_notebook(path).source, tmp_path)
+    assert abs(ns["area"](1.0) - 3.14159) < 1e-4
+
+
+def test_extracted_module_imports_in_a_fresh_interpreter(tmp_path):
+    """What the stager does: write the source as a module file, import it by name."""
+    ex = extract_notebook(write_notebook(tmp_path / "LabX.ipynb", LAB))
+    (tmp_path / "LabX.py").write_text(ex.source)
+    out = subprocess.run([sys.executable, "-c", "import LabX; print(LabX.count('aab')['a'])"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "2"
+
+
+def test_stager_reports_a_corrupted_notebook(tmp_path):
+    """A broken notebook fails only its alias, with the NotebookError text (engine stager)."""
+    from grader.assignment import load_assignment
+    from grader.submission import stage
+
+    assignment = load_assignment("duke_ece661_hw3")
+    submission = tmp_path / "submission"
+    submission.mkdir()
+    (submission / "LabRNN.ipynb").write_text('{"cells": [', encoding="utf-8")
+    nbformat.write(py_to_notebook(PERCENT), str(submission / "LabLLM.ipynb"))
+    staged = stage(assignment, submission, tmp_path / "staged")
+    assert staged.errors["rnn"].startswith("LabRNN.ipynb is not a valid notebook")
+    assert staged.found["llm"] == "LabLLM.py" and "llm" not in staged.errors
+    assert any("LabLLM.ipynb: cells are numbered" in note for note in staged.notes)
