@@ -129,6 +129,7 @@ def test_prefixes_file_has_five_prefixes():
 
 
 def test_train_and_generate_mains_end_to_end(reference, encoding, monkeypatch, tmp_path):
+    monkeypatch.setenv("WANDB_MODE", "disabled")  # wandb is installed (course environment); never log in
     mods = reference()
     for name in ("train", "generate"):
         monkeypatch.setattr(mods[name].tiktoken, "get_encoding", lambda _name: encoding)
