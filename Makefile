@@ -1,7 +1,9 @@
 # Two commands do all the set-up on a fresh machine (each installs what it needs):
 #   make demo   grade the bundled examples (reference, template, mutants) and print the scores
 #   make test   run the project's own tests
-PY ?= python3
+# Under root the grader runs student code as an unprivileged uid, which must be able to run the
+# venv's Python: prefer the system's /usr/bin/python3 (3.10+) over one under /root (pyenv).
+PY ?= $(shell for p in /usr/bin/python3 python3; do $$p -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 10))' >/dev/null 2>&1 && { echo $$p; break; }; done)
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.lmgrade-installed

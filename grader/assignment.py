@@ -211,3 +211,31 @@ def _parse_rule(r: dict, path: Path) -> Rule:
         if key not in r:
             raise RubricError(f"{path}: rule {r.get('name', '?')!r} lacks {key!r}")
     return Rule(name=r["name"], message=r["message"], forbid=tuple(r["forbid"]), tests=tuple(r["tests"]))
+
+
+def child_view(assignment: Assignment) -> dict:
+    """What a test process needs of the rubric: no points, no questions, no visibility.
+
+    In secure grading the rubric file is closed to the test process; the parent writes this
+    view beside the staged submission instead.
+    """
+    return {
+        "id": assignment.id, "title": assignment.title, "root": str(assignment.root),
+        "modules": {k: list(v) for k, v in assignment.modules.items()},
+        "files_required": list(assignment.files_required), "provided": list(assignment.provided),
+        "timeout": assignment.timeout, "notebooks": dict(assignment.notebooks),
+        "rules": [{"name": r.name, "message": r.message, "forbid": list(r.forbid), "tests": list(r.tests)}
+                  for r in assignment.rules],
+    }
+
+
+def assignment_from_child_view(view: dict) -> Assignment:
+    return Assignment(
+        id=view["id"], title=view["title"], root=Path(view["root"]),
+        modules={k: tuple(v) for k, v in view["modules"].items()},
+        files_required=tuple(view["files_required"]), provided=tuple(view["provided"]),
+        requirements=(), timeout=float(view["timeout"]), visibility="hidden", variants={},
+        questions=(), rules=tuple(Rule(name=r["name"], message=r["message"], forbid=tuple(r["forbid"]),
+                                       tests=tuple(r["tests"])) for r in view["rules"]),
+        notebooks=dict(view.get("notebooks", {})),
+    )

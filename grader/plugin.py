@@ -9,10 +9,17 @@ How it works:
 * ``snapshot.check(key, value)`` records the value (``--lmgrade-record VARIANT``) or compares it
   with what the reference recorded, in whichever accepted variant matches the whole test.
 * The rubric's rules forbid operations while the tests they name run (``grader.guards``).
-* ``--lmgrade-outcomes FILE`` streams one JSON line per event (start, result) for the grading
-  parent, which scores from the rubric; the plugin itself never decides points.
+* ``--lmgrade-oracle W,R`` (secure grading, ``grader.oracle``): events go to the grading parent
+  over a pipe, and ``snapshot.check`` sends each value there to be compared; this process
+  never sees an expected value. ``--lmgrade-config FILE`` then gives the parts of the rubric a
+  test process needs (module names, rules), since the rubric itself is closed to it.
+* ``--lmgrade-outcomes FILE`` (recording, trusted runs) streams the same events to a file.
+* Before the first test, a fingerprint of the grader's, pytest's, torch's and numpy's functions
+  is taken (``grader.tamper``); a student module that replaces them at import has them put
+  back, and a test during which they are replaced fails.
 
-Without ``--lmgrade-outcomes`` (a student's local ``pytest``) it only adds messages.
+The plugin itself never decides points: the parent scores from the rubric. Without either
+option (a student's local ``pytest``) it compares with the public snapshots and adds messages.
 """
 
 from __future__ import annotations
@@ -30,10 +37,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from grader.assignment import Assignment, RubricError, load_assignment
+from grader.assignment import Assignment, RubricError, assignment_from_child_view, load_assignment
 from grader.compare import Tolerance
+from grader.oracle import OracleClient
 from grader.snapshots import SnapshotStore, SnapshotWriter
 from grader.submission import Modules, StagedSubmission, SubmissionError, stage
+from grader.tamper import Fingerprint
 from grader.values import UnsupportedValue, encode
 
 DEFAULT_RTOL = 1e-4
@@ -49,7 +58,9 @@ HELP = {
     "assignment": "assignment id (default: the assignment.yaml above the collected tests)",
     "record": "record snapshots from the submission (the reference) as this variant",
     "snapshots": "snapshot folder (default: fixtures/<id>/snapshots)",
-    "outcomes": "append one JSON line per test event to this file (used by `lmgrade grade`)",
+    "outcomes": "append one JSON line per test event to this file (used by `lmgrade record`)",
+    "oracle": "WRITE_FD,READ_FD of the grading parent's channel (used by `lmgrade grade`)",
+    "config": "the test process's view of the rubric, as JSON (used by `lmgrade grade`)",
     "staged": "the submission folder is already staged (by `lmgrade grade`)",
     "device": "device for tests that build models (cpu or cuda)",
 }
@@ -64,6 +75,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--lmgrade-record", default=None, metavar="VARIANT", help=HELP["record"])
     group.addoption("--lmgrade-snapshots", default=None, help=HELP["snapshots"])
     group.addoption("--lmgrade-outcomes", default=None, help=HELP["outcomes"])
+    group.addoption("--lmgrade-oracle", default=None, help=HELP["oracle"])
+    group.addoption("--lmgrade-config", default=None, help=HELP["config"])
     group.addoption("--lmgrade-staged", action="store_true", default=False, help=HELP["staged"])
     group.addoption("--lmgrade-device", default="cpu", choices=["cpu", "cuda"], help=HELP["device"])
 
@@ -77,6 +90,9 @@ class _State:
     store: SnapshotStore | None = None
     writer: SnapshotWriter | None = None
     outcomes: object | None = None
+    oracle: OracleClient | None = None
+    fingerprint: Fingerprint | None = None
+    pid: int = 0
     device: str = "cpu"
     setup_error: str | None = None
     record_failures: list[str] = field(default_factory=list)
@@ -89,8 +105,10 @@ _STATE_KEY = pytest.StashKey[_State]()
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "lmgrade_points(n): points of a test outside any rubric")
-    state = _State(device=config.getoption("lmgrade_device"))
+    state = _State(device=config.getoption("lmgrade_device"), pid=os.getpid())
     config.stash[_STATE_KEY] = state
+    if config.getoption("lmgrade_oracle"):
+        state.oracle = OracleClient.connect(config.getoption("lmgrade_oracle"))
     path = config.getoption("lmgrade_outcomes")
     if path:
         state.outcomes = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - closed at unconfigure
@@ -111,8 +129,17 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 
 def _emit(state: _State, event: dict) -> None:
-    if state.outcomes:
+    _exit_if_forked(state)
+    if state.oracle:
+        state.oracle.send(event)
+    elif state.outcomes:
         state.outcomes.write(json.dumps(event) + "\n")
+
+
+def _exit_if_forked(state: _State) -> None:
+    """A copy of this process made by ``os.fork`` in student code must not run the suite on."""
+    if state.pid and os.getpid() != state.pid:
+        os._exit(0)
 
 
 # -- collection: find the assignment, stage the submission ---------------------------------
@@ -128,6 +155,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     for item in items:
         item.stash[_TEST_ID] = _test_id(state, item)
     _emit(state, {"event": "collected", "tests": [item.stash[_TEST_ID] for item in items]})
+    state.fingerprint = Fingerprint()  # the suite is imported; no student code has run yet
 
 
 _TEST_ID = pytest.StashKey[str]()
@@ -138,7 +166,11 @@ def _setup(state: _State, config: pytest.Config, items: list[pytest.Item]) -> No
     assignment_id = config.getoption("lmgrade_assignment") or (state.suite_root.name if state.suite_root else None)
     if state.suite_root is None or assignment_id is None:
         raise RubricError("no assignment.yaml above the collected tests; pass --lmgrade-assignment")
-    state.assignment = load_assignment(assignment_id, root=_project_root_for(state.suite_root, assignment_id))
+    if config.getoption("lmgrade_config"):
+        view = json.loads(Path(config.getoption("lmgrade_config")).read_text(encoding="utf-8"))
+        state.assignment = assignment_from_child_view(view)
+    else:
+        state.assignment = load_assignment(assignment_id, root=_project_root_for(state.suite_root, assignment_id))
     submission = config.getoption("lmgrade_submission") or os.environ.get("LMGRADE_SUBMISSION")
     if not submission:
         raise SubmissionError("no submission given: run pytest with --submission PATH/TO/YOUR/FOLDER")
@@ -151,8 +183,11 @@ def _setup(state: _State, config: pytest.Config, items: list[pytest.Item]) -> No
     sys.path.insert(0, str(state.staged.path))
     os.chdir(state.staged.path)  # student code opens relative paths (data/, configs/) from its folder
     state.modules = Modules(state.staged, state.assignment.fixtures_dir)
-    snap_dir = Path(config.getoption("lmgrade_snapshots") or state.assignment.snapshots_dir)
+    state.modules._lmgrade_state = state
     variant = config.getoption("lmgrade_record")
+    if state.oracle is not None and not config.getoption("lmgrade_snapshots"):
+        return  # secure grading: the parent holds the snapshots
+    snap_dir = Path(config.getoption("lmgrade_snapshots") or state.assignment.snapshots_dir)
     if variant:
         state.writer = SnapshotWriter(snap_dir, variant)
     else:
@@ -202,6 +237,8 @@ def _seed_all(seed: int) -> None:
 def pytest_runtest_setup(item: pytest.Item) -> None:
     state = item.config.stash[_STATE_KEY]
     _emit(state, {"event": "start", "test": item.stash[_TEST_ID], "time": time.time()})
+    if state.fingerprint is not None:
+        _note_tampering(state, state.fingerprint.restore(), during_test=False)
     _reset_gradescope_dunders(item)
     if state.setup_error:
         pytest.fail(state.setup_error, pytrace=False)
@@ -221,9 +258,25 @@ def pytest_runtest_call(item: pytest.Item):
             result = yield
         finally:
             violations = list(recorder.violations)
+            _exit_if_forked(state)
+    replaced = state.fingerprint.restore() if state.fingerprint is not None else []
     if violations:
         pytest.fail(violations[0].describe(), pytrace=False)
+    if replaced:
+        _note_tampering(state, replaced, during_test=True)
     return result
+
+
+def _note_tampering(state: _State, replaced: list[str], *, during_test: bool) -> None:
+    """Replaced grader/pytest/torch/numpy functions were put back; say so, and fail a test
+    during which it happened (its verdict may have been computed with them)."""
+    if not replaced:
+        return
+    names = ", ".join(replaced[:5]) + (f" and {len(replaced) - 5} more" if len(replaced) > 5 else "")
+    _emit(state, {"event": "note", "text": f"the submission replaced {names}; the originals were put back"})
+    if during_test:
+        pytest.fail(f"the submission replaced {names} while this test ran; the grader's and the "
+                    "libraries' functions must not be changed", pytrace=False)
 
 
 @pytest.fixture
@@ -246,9 +299,19 @@ class _FailingModules:
             value = getattr(self._m, name)
         except SubmissionError as err:
             pytest.fail(str(err), pytrace=False)
+        finally:
+            _after_import(self._m)
         if name in ("path", "fixtures"):
             return value
         return _FailingProxy(value)
+
+
+def _after_import(modules: Modules) -> None:
+    """Student modules may have run arbitrary code at import: undo replaced functions now,
+    before the test goes on to use them (not a fault of this test: noted, not failed)."""
+    state = getattr(modules, "_lmgrade_state", None)
+    if state is not None and state.fingerprint is not None:
+        _note_tampering(state, state.fingerprint.restore(), during_test=False)
 
 
 class _FailingProxy:
@@ -297,6 +360,7 @@ class Snapshot:
         self.test_id = test_id
         self._checked: list[str] = []
         self._alive = list(state.store.variants) if state.store else []
+        self._oracle = state.oracle
         self._failed = False
         self._reveal = test_id.startswith("public/")
 
@@ -313,6 +377,12 @@ class Snapshot:
         if self._state.writer is not None:
             mask_arr = None if mask is None else np.asarray(_to_numpy(mask), dtype=bool)
             self._state.writer.add(self.test_id, key, tree, arrays, tol, mask_arr, hint)
+            return
+        if self._oracle is not None and self._state.store is None:
+            answer = self._oracle.check(self.test_id, key, tree, arrays)
+            if not answer.get("ok"):
+                self._failed = True
+                pytest.fail(str(answer.get("message") or f"`{key}` does not match"), pytrace=False)
             return
         self._compare(key, tree, arrays)
 
@@ -377,6 +447,7 @@ def _to_numpy(x):
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     report = yield
+    _exit_if_forked(item.config.stash[_STATE_KEY])
     if report.when == "call":
         item._lmgrade_call_report = report
     if call.excinfo is not None and report.failed:

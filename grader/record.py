@@ -40,8 +40,9 @@ def _record_variant(assignment, variant, overlays, work: Path, out: Path, timeou
     if staged.errors:
         raise RecordError(f"variant {variant}: the reference is incomplete: {staged.errors}")
     outcomes = work / "outcomes.jsonl"
-    cmd = _pytest_command(assignment, staged.path, outcomes, float(timeout or assignment.timeout) * 4,
-                          [str(assignment.suite_dir)], (), variant, out)
+    cmd = _pytest_command(assignment, staged.path, float(timeout or assignment.timeout) * 4,
+                          [str(assignment.suite_dir)], (), outcomes=outcomes, record_variant=variant,
+                          snapshots=out)
     log = work / "record.log"
     with open(log, "wb") as fh:
         rc = subprocess.call(cmd, cwd=staged.path, stdout=fh, stderr=subprocess.STDOUT,

@@ -73,6 +73,11 @@ def stage(assignment: Assignment, source: Path | None, dest: Path, *, base: Path
             raise SubmissionError(f"submission folder {source} does not exist")
         _drop_replaced_modules(assignment, source, dest, search=True)
         _copy_listed(assignment, source, dest, include_modules=True, notes=staged.notes)
+        ignored = hook_files(source)
+        if ignored:
+            staged.notes.append(f"ignored {', '.join(ignored[:8])}{' ...' if len(ignored) > 8 else ''}: a submission's "
+                                "pytest configuration, start-up hooks and modules named like the grader's "
+                                "libraries are never used")
     for overlay in overlays:
         _drop_replaced_modules(assignment, overlay, dest, search=False)
         _copy_listed(assignment, overlay, dest, include_modules=True, notes=None)
@@ -111,6 +116,25 @@ def _drop_replaced_modules(assignment: Assignment, src: Path, dest: Path, *, sea
         if given:
             for n in names:
                 (dest / n).unlink(missing_ok=True)
+
+
+HOOK_FILES = frozenset({"conftest.py", "pytest.ini", "tox.ini", "setup.cfg", "pyproject.toml",
+                        "sitecustomize.py", "usercustomize.py"})
+
+
+def hook_files(src: Path) -> list[str]:
+    """Files in a submission that would configure pytest, hook Python's start-up or shadow a
+    library if they were used (they never are: staging copies only the rubric's files)."""
+    found = []
+    for path in sorted(src.rglob("*")):
+        rel = path.relative_to(src)
+        if len(rel.parts) > MAX_SEARCH_DEPTH or "__MACOSX" in rel.parts:
+            continue
+        name = path.name
+        shadows = (path.suffix == ".py" or path.is_dir()) and path.stem in RESERVED_MODULES - {"conftest", "sitecustomize", "usercustomize"}
+        if name in HOOK_FILES or name.endswith(".pth") or shadows:
+            found.append(rel.as_posix())
+    return found
 
 
 def _ignore_unsafe(folder: str, entries: list[str]) -> list[str]:

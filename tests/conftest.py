@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -18,14 +19,25 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture(scope="session")
-def toy_root(tmp_path_factory) -> Path:
+def shared_tmp() -> Path:
+    """A temporary folder other users can enter. Under root, the grader runs student code as an
+    unprivileged uid, which must be able to read the suite and fixtures; pytest's own tmp_path
+    lives under a 0700 folder."""
+    path = Path(tempfile.mkdtemp(prefix="lmgrade-tests-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def toy_root(shared_tmp) -> Path:
     """A copy of the toy project with its template generated and snapshots recorded."""
     from grader.assignment import load_assignment
     from grader.record import record
     from grader.template import write_template
 
-    root = tmp_path_factory.mktemp("toyproj")
-    shutil.copytree(TOY, root, dirs_exist_ok=True)
+    root = shared_tmp / "toyproj"
+    shutil.copytree(TOY, root)
     assignment = load_assignment("toy", root=root)
     write_template(assignment)
     record(assignment)
