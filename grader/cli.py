@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from grader import __version__, project_root
@@ -29,8 +30,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except RubricError as err:
-        err_console.print(f"[red]error:[/red] {err}")
+    except RubricError as err:  # one line, however long: the message names the file and the field
+        err_console.print(f"[red]error:[/red] {escape(str(err))}", soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         err_console.print("interrupted")
@@ -52,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", type=Path, help="write Gradescope's results.json here")
     p.add_argument("--json", action="store_true", help="print results.json to stdout instead of a table")
     p.add_argument("--timeout", type=float, help="per-test timeout in seconds (default: the rubric's)")
+    p.add_argument("--time-budget", type=float, metavar="SECONDS",
+                   help="wall-clock limit for the whole run; tests not finished by then score 0")
     p.add_argument("-v", "--verbose", action="store_true", help="show every test, passed ones too")
     p.set_defaults(func=cmd_grade)
 
@@ -111,7 +114,8 @@ def cmd_grade(args) -> int:
         err_console.print(f"[red]error:[/red] submission folder {args.submission} does not exist")
         return 2
     with console.status(f"grading {args.submission} ({len(assignment.tests)} tests)...", spinner="dots"):
-        report = grade(assignment, args.submission, results_path=args.results, timeout=args.timeout)
+        report = grade(assignment, args.submission, results_path=args.results, timeout=args.timeout,
+                       budget=args.time_budget)
     if args.json:
         print(json.dumps(build_results(report), indent=2))
         return 0

@@ -101,12 +101,14 @@ def grade(
     label: str | None = None,
     secure: bool = True,
     limits: dict | None = None,
+    budget: float | None = None,
 ) -> GradeReport:
     """Grade ``submission`` (a folder) and, if asked, write Gradescope's results.json.
 
     ``secure`` (the default) is the trusted-parent / untrusted-child path: the child never sees
     a snapshot and, under root, runs as a uid of its own. ``secure=False`` lets the child compare
-    with the snapshots itself (trusted code only: recording checks, benchmarks).
+    with the snapshots itself (trusted code only: recording checks, benchmarks). ``budget`` caps
+    the whole run's wall clock in seconds: tests not finished by then score 0.
     """
     started = time.time()
     notes: list[str] = []
@@ -128,7 +130,7 @@ def grade(
                 def on_progress(evts, oracle_now):  # a global kill still leaves the tests so far
                     _write_partial(assignment, evts, notes, started, results_path, label, oracle_now)
             run = SuiteRun(assignment, staged, tmp_path, timeout=timeout, pytest_args=pytest_args,
-                           secure=secure, limits=limits, stop=stop, on_progress=on_progress)
+                           secure=secure, limits=limits, stop=stop, on_progress=on_progress, budget=budget)
             try:
                 events, log_tail = run.run()
             except SandboxError as err:
@@ -197,11 +199,13 @@ class SuiteRun:
 
     def __init__(self, assignment: Assignment, staged: StagedSubmission, workdir: Path, *,
                  timeout: float | None = None, pytest_args: tuple[str, ...] = (), secure: bool = True,
-                 limits: dict | None = None, stop: _StopOnSigterm | None = None, on_progress=None):
+                 limits: dict | None = None, stop: _StopOnSigterm | None = None, on_progress=None,
+                 budget: float | None = None):
         self.assignment, self.staged, self.workdir = assignment, staged, workdir
         self.per_test = float(timeout or assignment.timeout)
         self.pytest_args, self.secure, self.limits = pytest_args, secure, limits
         self.stop, self.on_progress = stop, on_progress
+        self.deadline = time.time() + budget if budget else None
         self.events: dict[str, dict] = {}
         self.notes: list[str] = []
         self.oracle: OracleServer | None = None
@@ -216,7 +220,8 @@ class SuiteRun:
         config = self.workdir / "child-config.json"
         config.write_text(json.dumps(child_view(self.assignment)), encoding="utf-8")
         if box.dropped:
-            protect(secret_paths([self.assignment.root, project_root()]), box.uid)
+            needed = [self.assignment.suite_dir] + [p for p in (self.assignment.fixtures_dir,) if p.is_dir()]
+            protect(secret_paths([self.assignment.root, project_root()]), box.uid, needed=needed)
             os.chmod(self.workdir, 0o711)
             give(self.staged.path, box.uid)
             give(home, box.uid)
@@ -259,6 +264,9 @@ class SuiteRun:
                              "timeout" if child.timed_out else "crashed")
             if self.stop is not None and self.stop.requested:
                 self.notes.append("grading was stopped (SIGTERM) before every test had run")
+                return
+            if self.deadline is not None and time.time() > self.deadline:
+                self.notes.append("the run used up its time budget before every test had run")
                 return
             if self.collected is None:  # the suite itself could not start; scored as not run
                 last = [ln for ln in self.log.text().splitlines() if ln.strip()][-6:]
@@ -341,6 +349,9 @@ class _Child:
                 break  # the child is gone; a grandchild may hold the pipes open
             if self.r.stop is not None and self.r.stop.requested:
                 self._stop("grading was stopped (SIGTERM) while this test ran", timeout=False)
+                break
+            if self.r.deadline is not None and time.time() > self.r.deadline:
+                self._stop("the run's time budget ran out while this test ran", timeout=True)
                 break
             if self.running is not None:
                 elapsed = time.time() - self.running_since

@@ -112,17 +112,23 @@ def secret_paths(roots: list[Path]) -> list[Path]:
     return found
 
 
-def protect(paths: list[Path], uid: int) -> None:
-    """Take other users' access away from ``paths`` and prove the uid cannot read them."""
+def protect(paths: list[Path], uid: int, *, needed: list[Path] = ()) -> None:
+    """Take other users' access away from ``paths`` and prove the uid cannot read them, while
+    it can still read the ``needed`` ones (the suite, the fixture data)."""
     for path in paths:
         try:
             st = path.stat()
             os.chmod(path, st.st_mode & ~0o007)
         except OSError as err:
             raise SandboxError(f"cannot close {path} to the test process: {err}") from err
-    readable = probe_readable(paths, uid)
-    if readable:
-        raise SandboxError("the test process could still read " + ", ".join(map(str, readable[:3])))
+    readable = probe_readable([*paths, *needed], uid)
+    leaked = [p for p in readable if Path(p) in set(paths)]
+    if leaked:
+        raise SandboxError("the test process could still read " + ", ".join(leaked[:3]))
+    blocked = [p for p in needed if str(p) not in readable]
+    if blocked:
+        raise SandboxError(f"the test process (uid {uid}) cannot read {blocked[0]}: every folder above it "
+                           "must be open to other users (chmod o+rx)")
 
 
 _PROBE = """
