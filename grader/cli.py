@@ -229,13 +229,19 @@ def cmd_demo(args) -> int:
 
 
 def cmd_list(args) -> int:
+    from grader.snapshots import value_checked_points
+
     table = Table(title=f"assignments in {project_root()}")
-    for col in ("id", "title", "points", "tests"):
+    for col in ("id", "title", "points", "tests", "value-checked"):
         table.add_column(col)
     for aid in list_assignments():
         a = load_assignment(aid)
-        table.add_row(aid, a.title, f"{a.total_points:g}", str(len(a.tests)))
+        checked = value_checked_points(a)
+        share = f"{checked:g} ({100 * checked / a.total_points:.0f}%)" if a.total_points else "-"
+        table.add_row(aid, a.title, f"{a.total_points:g}", str(len(a.tests)), share)
     console.print(table)
+    console.print("value-checked: points of tests whose recorded values the grading parent compares "
+                  "(the rest are property tests, judged in the test process; docs/security.md)")
     return 0
 
 

@@ -33,8 +33,18 @@ from pathlib import Path
 from grader import project_root
 from grader.assignment import Assignment, TestSpec, child_view
 from grader.oracle import MAX_LINE, OracleServer, new_token
-from grader.sandbox import (RUN_ENV, Sandbox, SandboxError, cpu_seconds, give, kill_run, open_sandbox,
-                            protect, secret_paths, wrapper_command)
+from grader.sandbox import (
+    RUN_ENV,
+    Sandbox,
+    SandboxError,
+    cpu_seconds,
+    give,
+    kill_run,
+    open_sandbox,
+    protect,
+    secret_paths,
+    wrapper_command,
+)
 from grader.snapshots import SnapshotStore
 from grader.submission import StagedSubmission, SubmissionError, stage
 

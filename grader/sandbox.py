@@ -152,7 +152,7 @@ def probe_readable(paths: list[Path], uid: int) -> list[str]:
     try:
         out = subprocess.run([sys.executable, "-I", "-c", _PROBE, *map(str, paths)],
                              user=uid, group=uid, extra_groups=[], capture_output=True, text=True,
-                             timeout=60, cwd="/")
+                             timeout=60, cwd="/", check=False)
     except OSError as err:
         raise SandboxError(f"an unprivileged user cannot run {sys.executable} ({err}); install Python and "
                            "lmgrade where every user can read them (a Python under /root cannot be used)") from err

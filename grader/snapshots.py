@@ -189,3 +189,18 @@ def _read_json(path: Path) -> dict:
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def value_checked_points(assignment) -> float:
+    """Points of the rubric's tests whose every case records at least one snapshot key: the
+    tests the grading parent judges from values it compares itself."""
+    manifest_path = assignment.snapshots_dir / "manifest.json"
+    if not manifest_path.is_file():
+        return 0.0
+    tests = _read_json(manifest_path).get("tests", {})
+    total = 0.0
+    for spec in assignment.tests:
+        cases = [e for tid, e in tests.items() if tid == spec.test_id or tid.startswith(spec.test_id + "[")]
+        if cases and all(any(keys for keys in e["keys"].values()) for e in cases):
+            total += spec.points
+    return total
