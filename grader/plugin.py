@@ -25,6 +25,7 @@ option (a student's local ``pytest``) it compares with the public snapshots and 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import random
@@ -42,7 +43,7 @@ from grader.compare import Tolerance
 from grader.oracle import OracleClient
 from grader.snapshots import SnapshotStore, SnapshotWriter
 from grader.submission import Modules, StagedSubmission, SubmissionError, stage
-from grader.tamper import Fingerprint
+from grader.tamper import Fingerprint, HookFingerprint
 from grader.values import UnsupportedValue, encode
 
 DEFAULT_RTOL = 1e-4
@@ -92,6 +93,7 @@ class _State:
     outcomes: object | None = None
     oracle: OracleClient | None = None
     fingerprint: Fingerprint | None = None
+    hooks: HookFingerprint | None = None
     pid: int = 0
     device: str = "cpu"
     setup_error: str | None = None
@@ -155,7 +157,21 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     for item in items:
         item.stash[_TEST_ID] = _test_id(state, item)
     _emit(state, {"event": "collected", "tests": [item.stash[_TEST_ID] for item in items]})
+    _warm_up_guards(state, items)
     state.fingerprint = Fingerprint()  # the suite is imported; no student code has run yet
+    state.hooks = HookFingerprint(config.pluginmanager)
+
+
+def _warm_up_guards(state: _State, items: list[pytest.Item]) -> None:
+    """Entering a torch mode the first time imports torch._dynamo (about 2 s): do it now, before
+    any test's timeout runs, rather than inside the first guarded test (where a timeout could
+    also cut the import in half and break later tests)."""
+    guarded = state.assignment is not None and any(state.assignment.rules_for(i.stash[_TEST_ID]) for i in items)
+    if guarded or "grader.properties" in sys.modules:
+        from grader.guards import forbid
+
+        with forbid([]):
+            pass
 
 
 _TEST_ID = pytest.StashKey[str]()
@@ -237,8 +253,7 @@ def _seed_all(seed: int) -> None:
 def pytest_runtest_setup(item: pytest.Item) -> None:
     state = item.config.stash[_STATE_KEY]
     _emit(state, {"event": "start", "test": item.stash[_TEST_ID], "time": time.time()})
-    if state.fingerprint is not None:
-        _note_tampering(state, state.fingerprint.restore(), during_test=False)
+    _note_tampering(state, _restore(state), during_test=False)
     _reset_gradescope_dunders(item)
     if state.setup_error:
         pytest.fail(state.setup_error, pytrace=False)
@@ -259,12 +274,17 @@ def pytest_runtest_call(item: pytest.Item):
         finally:
             violations = list(recorder.violations)
             _exit_if_forked(state)
-    replaced = state.fingerprint.restore() if state.fingerprint is not None else []
+    replaced = _restore(state)
     if violations:
         pytest.fail(violations[0].describe(), pytrace=False)
     if replaced:
         _note_tampering(state, replaced, during_test=True)
     return result
+
+
+def _restore(state: _State) -> list[str]:
+    replaced = state.fingerprint.restore() if state.fingerprint is not None else []
+    return replaced + (state.hooks.restore() if state.hooks is not None else [])
 
 
 def _note_tampering(state: _State, replaced: list[str], *, during_test: bool) -> None:
@@ -310,8 +330,8 @@ def _after_import(modules: Modules) -> None:
     """Student modules may have run arbitrary code at import: undo replaced functions now,
     before the test goes on to use them (not a fault of this test: noted, not failed)."""
     state = getattr(modules, "_lmgrade_state", None)
-    if state is not None and state.fingerprint is not None:
-        _note_tampering(state, state.fingerprint.restore(), during_test=False)
+    if state is not None:
+        _note_tampering(state, _restore(state), during_test=False)
 
 
 class _FailingProxy:
@@ -452,7 +472,18 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         item._lmgrade_call_report = report
     if call.excinfo is not None and report.failed:
         report._lmgrade_message = _message(call.excinfo, item)
+        if _leaves_process_unsafe(call.excinfo):
+            item._lmgrade_restart = True
     return report
+
+
+def _leaves_process_unsafe(excinfo: pytest.ExceptionInfo) -> bool:
+    """Running out of memory or time can interrupt an import or a library's set-up half-way;
+    the tests after such a failure get a fresh process."""
+    exc = excinfo.value
+    if isinstance(exc, (MemoryError, RecursionError)):
+        return True
+    return isinstance(exc, pytest.fail.Exception) and str(exc.msg).startswith("Timeout")
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
@@ -493,6 +524,8 @@ def _finish(state: _State, item: pytest.Item, reports: list[pytest.TestReport]) 
         "event": "result", "test": test_id, "outcome": outcome, "message": message[:MAX_MESSAGE],
         "duration": sum(r.duration for r in reports), "stdout": captured, **decor,
     }
+    if getattr(item, "_lmgrade_restart", False):
+        event["restart"] = True
     state.results[test_id] = event
     _emit(state, event)
 
@@ -540,6 +573,38 @@ def _skip_reason(rep: pytest.TestReport) -> str:
 
 # -- gradescope-utils decorators ----------------------------------------------------------------
 
+_GRADESCOPE_DECORATORS = os.path.join("gradescope_utils", "autograder_utils", "decorators.py")
+_SETTERS = {"set_score": "score", "set_leaderboard_value": "leaderboard_value"}
+_SET_VALUES = pytest.StashKey[dict]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function):
+    """Run a ``@partial_credit`` / ``@leaderboard`` test with setters of our own.
+
+    gradescope-utils' setters are Python functions that store on the test function, where
+    student code can reach them (swap their ``__code__``, set ``__score__``). Ours are a list's
+    ``append``, a C method with no code to swap, and the value the test passed last counts.
+    """
+    fn, values = pyfuncitem.obj, {}
+    inner = fn
+    while getattr(getattr(inner, "__code__", None), "co_filename", "").endswith(_GRADESCOPE_DECORATORS) \
+            and hasattr(inner, "__wrapped__"):
+        inner = inner.__wrapped__
+    if inner is fn:
+        return None
+    if inspect.ismethod(fn):
+        inner = inner.__get__(fn.__self__)
+    params = inspect.signature(inner).parameters
+    kwargs = {arg: pyfuncitem.funcargs[arg] for arg in pyfuncitem._fixtureinfo.argnames}
+    for setter, key in _SETTERS.items():
+        if setter in params:
+            values[key] = []
+            kwargs[setter] = values[key].append
+    pyfuncitem.stash[_SET_VALUES] = values
+    inner(**kwargs)
+    return True
+
 _DUNDERS = {
     "__weight__": "weight", "__number__": "number", "__visibility__": "visibility",
     "__hide_errors__": "hide_errors", "__tags__": "tags", "__score__": "score",
@@ -568,8 +633,13 @@ def _reset_gradescope_dunders(item: pytest.Item) -> None:
 def _gradescope_dunders(item: pytest.Item) -> dict:
     fn = _test_function(item)
     out: dict = {}
+    set_values = item.stash.get(_SET_VALUES, None)
     for dunder, key in _DUNDERS.items():
-        value = getattr(fn, dunder, None)
+        if set_values is not None and key in _SETTERS.values():
+            given = set_values.get(key)
+            value = given[-1] if given else None  # what the test itself passed last
+        else:
+            value = getattr(fn, dunder, None)
         if value is None:
             continue
         if key == "tags":

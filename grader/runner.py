@@ -283,7 +283,8 @@ class SuiteRun:
                 self.notes.append("the tests could not be collected" + (": " + " | ".join(last) if last else ""))
                 return
             remaining = [t for t in self.collected if t not in self.events]
-            if not remaining or not child.progressed or (child.running is None and child.rc in (0, 1)):
+            if not remaining or not child.progressed or (child.running is None and child.rc in (0, 1)
+                                                          and not child.restart):
                 return
 
     def _record(self, test_id: str, message: str, outcome: str) -> None:
@@ -307,6 +308,7 @@ class _Child:
         self.timed_out = False
         self.why_stopped: str | None = None
         self.progressed = False
+        self.restart = False
         self._buffer = b""
 
     def run(self) -> None:
@@ -360,6 +362,9 @@ class _Child:
             if self.r.stop is not None and self.r.stop.requested:
                 self._stop("grading was stopped (SIGTERM) while this test ran", timeout=False)
                 break
+            if self.restart:
+                self._stop("", timeout=False)
+                break
             if self.r.deadline is not None and time.time() > self.r.deadline:
                 self._stop("the run's time budget ran out while this test ran", timeout=True)
                 break
@@ -412,6 +417,7 @@ class _Child:
         elif kind == "result" and test is not None and test == self.running:
             r.events[test] = _clean_result(msg)
             self.running = None
+            self.restart = msg.get("restart") is True  # the rest of the tests get a fresh child
             kill_run(self.box, keep=self.proc.pid)  # what this test started ends with it
             if r.on_progress:
                 r.on_progress(r.events, r.oracle)

@@ -131,3 +131,44 @@ def _assign(owner, name, value) -> None:
         vars(owner)[name] = value
     else:
         setattr(owner, name, value)
+
+
+class HookFingerprint:
+    """pytest's plugin registry and every hook's implementations, as they were when taken.
+
+    A submission that finds the plugin manager (through ``gc``) and registers a plugin or a
+    hook wrapper of its own, or swaps the function behind a registered hook, is undone here.
+    """
+
+    def __init__(self, pluginmanager) -> None:
+        self.pm = pluginmanager
+        self.plugins = dict(pluginmanager._name2plugin)
+        self.inner = vars(pluginmanager).get("_inner_hookexec")
+        self.callers = {}
+        for name, caller in vars(pluginmanager.hook).items():
+            impls = getattr(caller, "_hookimpls", None)
+            if isinstance(impls, list):
+                self.callers[name] = (caller, list(impls), [(impl, impl.function) for impl in impls])
+
+    def restore(self) -> list[str]:
+        changed = []
+        pm = self.pm
+        if pm._name2plugin != self.plugins:
+            pm._name2plugin.clear()
+            pm._name2plugin.update(self.plugins)
+            changed.append("pytest's plugin registry")
+        if self.inner is not None and vars(pm).get("_inner_hookexec") is not self.inner:
+            pm._inner_hookexec = self.inner
+            changed.append("pluggy's hook executor")
+        for name, (caller, impls, functions) in self.callers.items():
+            if getattr(pm.hook, name, None) is not caller:
+                setattr(pm.hook, name, caller)
+                changed.append(f"hook {name}")
+            if len(caller._hookimpls) != len(impls) or any(a is not b for a, b in zip(caller._hookimpls, impls)):
+                caller._hookimpls[:] = impls
+                changed.append(f"hook {name}")
+            for impl, function in functions:
+                if impl.function is not function:
+                    impl.function = function
+                    changed.append(f"hook {name}")
+        return sorted(set(changed))
