@@ -38,9 +38,25 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+class _CommandsFormatter(argparse.HelpFormatter):
+    """Aligns the commands' help: argparse leaves the subcommands' indent out of the width it
+    computes, so a long command name pushes its help to the next line."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=32)
+
+    def add_argument(self, action) -> None:
+        super().add_argument(action)
+        if action.help is not argparse.SUPPRESS:
+            for sub in self._iter_indented_subactions(action):
+                width = len(self._format_action_invocation(sub)) + self._current_indent
+                self._action_max_length = max(self._action_max_length, width)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lmgrade",
+        formatter_class=_CommandsFormatter,
         description="Grade language-model course assignments against a reference solution.",
         epilog=f"Assignments here: {', '.join(list_assignments()) or 'none'}. Docs: docs/engine.md.",
     )

@@ -1,0 +1,644 @@
+"""``lmgrade batch``: grade a whole export of submissions offline, in parallel.
+
+Input is a Gradescope "Export Submissions" folder or zip (``submission_metadata.yml`` beside
+one ``submission_<id>/`` folder per submission) or a plain folder of folders (one per student).
+Each submission is graded by ``grader.runner.grade`` (a child process per submission, so a
+thread pool is enough); one that cannot be graded becomes an error row and the batch goes on.
+Submissions whose staged files are identical (the untouched template, a copied solution) are
+graded once and share the result, so identical code always gets the identical grade.
+
+Written to the output folder:
+
+* ``grades.csv``: one row per submission (students, emails, ids, score, points per question);
+* ``results/<submission id>.json``: the results.json Gradescope would have received;
+* ``report.html`` with ``figures/*.png``: score histogram, pass rate per test, the most common
+  failure messages per test, and the submission pairs whose code is most alike;
+* ``similarity.csv``: every pair of submissions sharing code beyond the template, most alike first.
+
+Similarity uses copydetect's winnowed fingerprints per handout file with the template as
+boilerplate, so the code every student was given never counts as shared.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import zipfile
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from itertools import combinations
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import yaml
+
+from grader.assignment import Assignment, load_assignment
+
+if TYPE_CHECKING:  # the runner is imported when grading starts, not by every `lmgrade` command
+    from grader.runner import GradeReport
+
+METADATA_FILE = "submission_metadata.yml"
+SIMILARITY_THRESHOLD = 0.8
+NOISE_CHARS = 25  # copydetect's noise threshold: shorter shared runs (of filtered code) are ignored
+GUARANTEE_CHARS = 30  # copydetect's guarantee threshold: longer shared runs are always found
+TOP_MESSAGES = 3
+MAX_REPORTED_PAIRS = 200
+IGNORED_FOLDERS = ("__MACOSX",)
+GRADESCOPE_TIME_LIMIT = 600  # seconds: Gradescope's default limit per submission
+
+
+class BatchError(RuntimeError):
+    """The batch cannot start as asked (no export, nothing in it); the message says why."""
+
+
+# -- reading an export ----------------------------------------------------------------------------
+
+@dataclass
+class Submission:
+    """One submission of the export: its id, its folder, and who submitted it."""
+
+    id: str
+    folder: Path | None
+    submitters: list[dict] = field(default_factory=list)  # [{name, email, sid}]
+
+    def people(self, key: str) -> str:
+        return "; ".join(str(s.get(key, "")) for s in self.submitters if s.get(key))
+
+
+def read_export(export: Path) -> list[Submission]:
+    """The submissions of a Gradescope export folder, or of a plain folder of folders."""
+    root = _export_root(export)
+    metadata_path = root / METADATA_FILE
+    folders = {p.name: p for p in sorted(root.iterdir())
+               if p.is_dir() and not p.name.startswith(".") and p.name not in IGNORED_FOLDERS}
+    if not metadata_path.is_file():
+        return [Submission(id=name, folder=path, submitters=[{"name": name}]) for name, path in folders.items()]
+    submissions = []
+    for key, submitters in load_metadata(metadata_path).items():
+        folder = folders.pop(key, None) or folders.pop(f"submission_{key}", None)
+        submissions.append(Submission(id=folder.name if folder else key, folder=folder, submitters=submitters))
+    submissions += [Submission(id=name, folder=path) for name, path in folders.items()]  # not in the metadata
+    return submissions
+
+
+def _export_root(export: Path) -> Path:
+    """The folder holding the metadata file: the export itself or its only subfolder."""
+    if (export / METADATA_FILE).is_file():
+        return export
+    subfolders = [p for p in export.iterdir() if p.is_dir() and p.name not in IGNORED_FOLDERS]
+    if len(subfolders) == 1 and (subfolders[0] / METADATA_FILE).is_file():
+        return subfolders[0]
+    return export
+
+
+class _LenientLoader(yaml.SafeLoader):
+    """SafeLoader that reads Ruby-tagged values (``!ruby/object:BigDecimal ...``) as plain data."""
+
+
+def _construct_tagged(loader: yaml.SafeLoader, _suffix: str, node: yaml.Node):
+    if isinstance(node, yaml.MappingNode):
+        return loader.construct_mapping(node, deep=True)
+    if isinstance(node, yaml.SequenceNode):
+        return loader.construct_sequence(node, deep=True)
+    return loader.construct_scalar(node)
+
+
+_LenientLoader.add_multi_constructor("!", _construct_tagged)
+
+
+def load_metadata(path: Path) -> dict[str, list[dict]]:
+    """{submission key: [{name, email, sid}]} from Gradescope's ``submission_metadata.yml``.
+
+    Gradescope writes it from Ruby, so keys look like ``:submitters:`` / ``:name:``; plain keys
+    are accepted too, and so is a list of entries that carry their own ``id``.
+    """
+    data = yaml.load(path.read_text(encoding="utf-8", errors="replace"), Loader=_LenientLoader) or {}
+    data = _plain_keys(data)
+    if isinstance(data, list):
+        data = {str(e.get("id") or e.get("submission_id") or i): e for i, e in enumerate(data) if isinstance(e, dict)}
+    out = {}
+    for key, entry in data.items():
+        entry = entry if isinstance(entry, dict) else {}
+        people = entry.get("submitters") or entry.get("users") or []
+        out[str(key)] = [
+            {k: str(p[k]) for k in ("name", "email", "sid") if p.get(k) is not None}
+            for p in people if isinstance(p, dict)
+        ]
+    return out
+
+
+def _plain_keys(value):
+    """Ruby symbols to plain strings, recursively: ``:name`` -> ``name``."""
+    if isinstance(value, dict):
+        return {str(k).lstrip(":"): _plain_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain_keys(v) for v in value]
+    return value
+
+
+# -- grading --------------------------------------------------------------------------------------
+
+@dataclass
+class Row:
+    """The outcome for one submission: a report, or the reason there is none."""
+
+    submission: Submission
+    report: GradeReport | None = None
+    error: str = ""
+    seconds: float = 0.0
+    same_as: str = ""  # the submission whose identical staged files were graded instead
+
+    @property
+    def graded(self) -> bool:
+        return self.report is not None
+
+
+def grade_all(assignment: Assignment, submissions: list[Submission], results_dir: Path, *,
+              jobs: int = 2, dedupe: bool = True, budget: float | None = None, on_done=None) -> list[Row]:
+    """Grade every submission (``jobs`` at once); rows come back in the input's order.
+
+    With ``dedupe``, submissions whose staged files are identical (the untouched template
+    handed in twice, a copied solution) are graded once and share the report, so identical
+    code always gets the identical grade.
+    """
+    results_dir.mkdir(parents=True, exist_ok=True)
+    originals, copies = split_duplicates(assignment, submissions) if dedupe else (submissions, [])
+    rows: dict[str, Row] = {}
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        futures = [pool.submit(grade_one, assignment, s, results_dir, budget=budget) for s in originals]
+        for future in as_completed(futures):
+            row = future.result()
+            rows[row.submission.id] = row
+            if on_done:
+                on_done(row)
+    for submission, original in copies:
+        rows[submission.id] = _copy_row(rows[original.id], submission, results_dir)
+        if on_done:
+            on_done(rows[submission.id])
+    return [rows[s.id] for s in submissions]
+
+
+def split_duplicates(assignment: Assignment, submissions: list[Submission]
+                     ) -> tuple[list[Submission], list[tuple[Submission, Submission]]]:
+    """(submissions to grade, [(duplicate, the earlier submission it is identical to)])."""
+    first: dict[str, Submission] = {}
+    originals, copies = [], []
+    for s in submissions:
+        key = staged_key(assignment, s.folder) if s.folder is not None else None
+        if key is not None and key in first:
+            copies.append((s, first[key]))
+            continue
+        if key is not None:
+            first[key] = s
+        originals.append(s)
+    return originals, copies
+
+
+def staged_key(assignment: Assignment, folder: Path) -> str | None:
+    """A hash of what grading sees: the staged files and what staging noted about them."""
+    from grader.submission import stage
+
+    with tempfile.TemporaryDirectory(prefix="lmgrade-key-") as tmp:
+        try:
+            staged = stage(assignment, folder, Path(tmp) / "staged")
+        except Exception:  # noqa: BLE001 - graded on its own, where the error is reported
+            return None
+        digest = hashlib.sha256(json.dumps([staged.found, staged.errors, staged.notes], sort_keys=True).encode())
+        for path in sorted(p for p in staged.path.rglob("*") if p.is_file() and p.name != staged.STATE_FILE):
+            digest.update(path.relative_to(staged.path).as_posix().encode() + b"\0")
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+        return digest.hexdigest()
+
+
+def _copy_row(original: Row, submission: Submission, results_dir: Path) -> Row:
+    source = results_dir / f"{_safe_name(original.submission.id)}.json"
+    if source.is_file():
+        shutil.copyfile(source, results_dir / f"{_safe_name(submission.id)}.json")
+    return Row(submission, report=original.report, error=original.error, same_as=original.submission.id)
+
+
+def grade_one(assignment: Assignment, submission: Submission, results_dir: Path, *,
+              budget: float | None = None) -> Row:
+    """Never raises: whatever goes wrong becomes the row's error."""
+    from grader.runner import grade
+
+    started = time.time()
+    if submission.folder is None:
+        return Row(submission, error="the export has no files for this submission")
+    try:
+        extra = {"budget": budget} if budget else {}  # tests not finished by then score 0, as on Gradescope
+        report = grade(assignment, submission.folder, results_path=results_dir / f"{_safe_name(submission.id)}.json",
+                       label=submission.id, **extra)
+    except Exception as err:  # noqa: BLE001 - one bad submission must not stop the batch
+        return Row(submission, error=f"{type(err).__name__}: {err}", seconds=time.time() - started)
+    if report.tests and all(t.outcome == "not run" for t in report.tests):
+        # the suite never started (the grader's set-up failed): not a zero the student earned
+        why = "; ".join(report.notes) or (report.log_tail.strip().splitlines() or ["the test process did not start"])[-1]
+        return Row(submission, error=f"nothing was run: {why}", seconds=time.time() - started)
+    return Row(submission, report=report, seconds=time.time() - started)
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "submission"
+
+
+# -- grades.csv -----------------------------------------------------------------------------------
+
+def write_grades_csv(assignment: Assignment, rows: list[Row], path: Path) -> Path:
+    questions = assignment.questions
+    header = ["submission_id", "student", "email", "sid", "status", "score", "max_score"]
+    header += [f"Q{q.number} ({q.points:g})" for q in questions] + ["identical_to", "notes"]
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        for row in rows:
+            s = row.submission
+            line = [s.id, s.people("name"), s.people("email"), s.people("sid")]
+            if row.report is None:
+                writer.writerow(line + ["error", "", f"{assignment.total_points:g}"] + [""] * len(questions)
+                                + [row.same_as, row.error])
+                continue
+            per_q = question_points(row.report)
+            notes = "; ".join(row.report.notes)
+            writer.writerow(line + ["graded", f"{row.report.score:g}", f"{row.report.max_score:g}"]
+                            + [f"{per_q.get(q.number, 0.0):g}" for q in questions] + [row.same_as, notes])
+    return path
+
+
+def question_points(report: GradeReport) -> dict[str, float]:
+    points: dict[str, float] = {}
+    for t in report.tests:
+        points[t.question] = round(points.get(t.question, 0.0) + t.score, 6)
+    return points
+
+
+# -- statistics for the report --------------------------------------------------------------------
+
+@dataclass
+class Tally:
+    """Pass count and failure messages of one rubric test over the batch."""
+
+    test_id: str
+    question: str
+    points: float
+    runs: int = 0
+    passed: int = 0
+    skipped: int = 0  # skips (pytest.skip in the test) count neither as passes nor as failures
+    failures: Counter = field(default_factory=Counter)  # normalised message -> count
+    examples: dict[str, str] = field(default_factory=dict)  # normalised message -> one real message
+
+    @property
+    def pass_rate(self) -> float | None:
+        """Passes over the runs that were not skipped; None when every run was skipped."""
+        counted = self.runs - self.skipped
+        return self.passed / counted if counted else None
+
+    def common_failures(self, n: int = TOP_MESSAGES) -> list[tuple[str, int]]:
+        return [(self.examples[key], count) for key, count in self.failures.most_common(n)]
+
+
+def tally_tests(assignment: Assignment, rows: list[Row]) -> list[Tally]:
+    """Pass rate and failure messages per rubric test (parametrised cases pooled)."""
+    stats = {t.test_id: Tally(t.test_id, t.question, t.points) for t in assignment.tests}
+    for row in rows:
+        for t in row.report.tests if row.report else ():
+            base = t.test_id.split("[", 1)[0]
+            s = stats.setdefault(base, Tally(base, t.question, t.max_score))
+            s.runs += 1
+            if t.passed or t.outcome == "skipped":
+                s.passed += t.passed
+                s.skipped += t.outcome == "skipped"
+                continue
+            first_line = (t.message.strip().splitlines() or [t.outcome])[0][:300]
+            key = re.sub(r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?", "#", first_line)
+            s.failures[key] += 1
+            s.examples.setdefault(key, f"{t.outcome}: {first_line}" if t.outcome != "failed" else first_line)
+    return list(stats.values())
+
+
+def score_summary(rows: list[Row], max_score: float) -> dict:
+    scores = [r.report.score for r in rows if r.report]
+    return {
+        "submissions": len(rows), "graded": len(scores), "errors": len(rows) - len(scores), "max_score": max_score,
+        "mean": statistics.fmean(scores) if scores else 0.0, "median": statistics.median(scores) if scores else 0.0,
+        "full_marks": sum(1 for s in scores if s >= max_score), "zero": sum(1 for s in scores if s == 0),
+    }
+
+
+# -- similarity -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Pair:
+    a: str
+    b: str
+    similarity_a: float  # share of a's own (non-template) code also found in b
+    similarity_b: float
+    shared_chars: int  # of filtered code, in a
+    files: tuple[str, ...]
+
+    @property
+    def similarity(self) -> float:
+        return max(self.similarity_a, self.similarity_b)
+
+
+def submission_code(assignment: Assignment, folder: Path) -> dict[str, str]:
+    """{handout file: source} for the module files the submission has (notebooks: code cells)."""
+    code = {}
+    for names in assignment.modules.values():
+        for name in names:
+            path = _find_file(folder, name)
+            if path is not None:
+                code[names[0]] = _read_code(path)
+                break
+    return code
+
+
+def _find_file(folder: Path, name: str) -> Path | None:
+    if (folder / name).is_file():
+        return folder / name
+    matches = sorted((p for p in folder.rglob(Path(name).name) if p.is_file() and not set(p.parts) & set(IGNORED_FOLDERS)),
+                     key=lambda p: len(p.parts))
+    return matches[0] if matches else None
+
+
+def _read_code(path: Path) -> str:
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if path.suffix != ".ipynb":
+        return text
+    try:
+        cells = json.loads(text).get("cells", [])
+    except (json.JSONDecodeError, AttributeError):
+        return ""
+    return "\n\n".join("".join(c.get("source", "")) if isinstance(c.get("source"), list) else str(c.get("source", ""))
+                       for c in cells if isinstance(c, dict) and c.get("cell_type") == "code")
+
+
+def find_similar(assignment: Assignment, submissions: list[Submission], *, min_similarity: float = 0.0) -> list[Pair]:
+    """Every pair sharing code beyond the template, most alike first."""
+    import numpy as np
+    from copydetect import CodeFingerprint, compare_files
+
+    window = GUARANTEE_CHARS - NOISE_CHARS + 1
+
+    def fingerprint(name: str, text: str, boilerplate=None, win: int = window):
+        return CodeFingerprint(f"{Path(name).stem}.py", NOISE_CHARS, win, boilerplate, fp=io.StringIO(text))
+
+    boilerplate = {name: np.unique(np.array(sorted(fingerprint(name, text, win=1).hashes), dtype=np.int64))
+                   for name, text in submission_code(assignment, assignment.template_dir).items()}
+    prints: dict[str, dict] = {}
+    for s in submissions:
+        if s.folder is not None:
+            prints[s.id] = {name: fingerprint(name, text, boilerplate.get(name))
+                            for name, text in submission_code(assignment, s.folder).items()}
+    pairs = []
+    for a, b in combinations(prints, 2):
+        pair = _compare(a, prints[a], b, prints[b], compare_files)
+        if pair is not None and pair.similarity > min_similarity:
+            pairs.append(pair)
+    return sorted(pairs, key=lambda p: (-p.similarity, p.a, p.b))
+
+
+def _compare(a: str, prints_a: dict, b: str, prints_b: dict, compare_files) -> Pair | None:
+    """Token-weighted similarity over the files both submissions have."""
+    covered_a = covered_b = shared_a = shared_b = 0.0
+    shared_chars, files = 0, []
+    for name in sorted(prints_a.keys() & prints_b.keys()):
+        fa, fb = prints_a[name], prints_b[name]
+        covered_a += fa.token_coverage
+        covered_b += fb.token_coverage
+        if not set(fa.hashes) & set(fb.hashes):
+            continue
+        overlap, (sim_a, sim_b), _ = compare_files(fa, fb)
+        shared_a += sim_a * fa.token_coverage
+        shared_b += sim_b * fb.token_coverage
+        shared_chars += int(overlap)
+        files.append(name)
+    if not files or not covered_a or not covered_b:
+        return None
+    return Pair(a, b, round(shared_a / covered_a, 4), round(shared_b / covered_b, 4), shared_chars, tuple(files))
+
+
+def write_similarity_csv(pairs: list[Pair], submissions: list[Submission], path: Path, threshold: float) -> Path:
+    names = {s.id: s.people("name") for s in submissions}
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["submission_a", "student_a", "submission_b", "student_b", "similarity",
+                         "share_of_a", "share_of_b", "shared_chars", "files", "flagged"])
+        for p in pairs:
+            writer.writerow([p.a, names.get(p.a, ""), p.b, names.get(p.b, ""), f"{p.similarity:.3f}",
+                             f"{p.similarity_a:.3f}", f"{p.similarity_b:.3f}", p.shared_chars, " ".join(p.files),
+                             "yes" if p.similarity >= threshold else ""])
+    return path
+
+
+# -- report.html ----------------------------------------------------------------------------------
+
+def plot_histogram(scores: list[float], max_score: float, path: Path) -> Path:
+    from matplotlib.figure import Figure  # Agg canvas, no pyplot state: safe in any thread
+    from matplotlib.ticker import MaxNLocator
+
+    fig = Figure(figsize=(7, 3.5), dpi=100)
+    ax = fig.add_subplot()
+    if 0 < max_score <= 40 and float(max_score).is_integer():
+        # one bar per point, centred on it: 12 and 13 of 13 are not lumped together
+        ax.hist(scores, bins=[b - 0.5 for b in range(int(max_score) + 2)], color="#4c72b0", edgecolor="white")
+        ax.set_xlim(-0.5, max_score + 0.5)
+    else:
+        ax.hist(scores, bins=20, range=(0, max_score or 1), color="#4c72b0", edgecolor="white")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel(f"score (of {max_score:g})")
+    ax.set_ylabel("submissions")
+    ax.set_title("Autograded scores")
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def plot_pass_rates(stats: list[Tally], path: Path) -> Path:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 1.2 + 0.28 * len(stats)), dpi=100)
+    ax = fig.add_subplot()
+    labels = [s.test_id + ("" if s.pass_rate is not None else " (skipped)") for s in stats][::-1]
+    rates = [100 * s.pass_rate if s.pass_rate is not None else 0.0 for s in stats][::-1]
+    ax.barh(range(len(stats)), rates, color=["#55a868" if r >= 50 else "#c44e52" for r in rates])
+    ax.set_yticks(range(len(stats)), labels, fontsize=7)
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("submissions passing (%)")
+    ax.set_title("Pass rate per test")
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def write_report(assignment: Assignment, rows: list[Row], pairs: list[Pair], out: Path, threshold: float, *,
+                 similarity_error: str = "") -> Path:
+    from grader.build import render
+
+    figures = out / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    stats = tally_tests(assignment, rows)
+    summary = score_summary(rows, assignment.total_points)
+    plot_histogram([r.report.score for r in rows if r.report], assignment.total_points, figures / "score_histogram.png")
+    plot_pass_rates(stats, figures / "pass_rates.png")
+    names = {r.submission.id: r.submission.people("name") for r in rows}
+    flagged = [p for p in pairs if p.similarity >= threshold]
+    html = render(
+        "report.html.j2", assignment=assignment, summary=summary, stats=stats, rows=rows,
+        question_means=_question_means(assignment, rows), flagged=flagged[:MAX_REPORTED_PAIRS],
+        n_flagged=len(flagged), n_pairs=len(pairs), threshold=threshold, names=names,
+        generated=time.strftime("%Y-%m-%d %H:%M"), results_name=_safe_name,
+        errors=[r for r in rows if not r.graded], similarity_error=similarity_error,
+    )
+    path = out / "report.html"
+    path.write_text(html, encoding="utf-8")
+    return path
+
+
+def _question_means(assignment: Assignment, rows: list[Row]) -> list[tuple]:
+    graded = [question_points(r.report) for r in rows if r.report]
+    return [(q, statistics.fmean(p.get(q.number, 0.0) for p in graded) if graded else 0.0) for q in assignment.questions]
+
+
+# -- the whole batch ------------------------------------------------------------------------------
+
+@dataclass
+class BatchResult:
+    rows: list[Row]
+    pairs: list[Pair]
+    grades_csv: Path
+    report: Path
+
+
+def run_batch(assignment: Assignment, export: Path, out: Path, *, jobs: int = 2, dedupe: bool = True,
+              budget: float | None = None,
+              threshold: float = SIMILARITY_THRESHOLD, progress: bool = False) -> BatchResult:
+    """Grade an export, then write grades.csv, results/, report.html and similarity.csv into ``out``."""
+    with tempfile.TemporaryDirectory(prefix="lmgrade-export-") as tmp:
+        root = unpack_export(Path(export), Path(tmp))
+        submissions = read_export(root)
+        if not submissions:
+            raise BatchError(f"no submissions in {export}: expected {METADATA_FILE} beside the "
+                             "submission folders, or one folder per student")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise BatchError(f"cannot create the output folder {out}: {err}") from err
+        rows = _grade_with_progress(assignment, submissions, out / "results", jobs, dedupe, budget, progress)
+        try:
+            pairs, similarity_error = find_similar(assignment, submissions), ""
+        except Exception as err:  # noqa: BLE001 - the grades matter more than the similarity report
+            pairs, similarity_error = [], f"{type(err).__name__}: {err}"
+    grades = write_grades_csv(assignment, rows, out / "grades.csv")
+    write_similarity_csv(pairs, submissions, out / "similarity.csv", threshold)
+    report = write_report(assignment, rows, pairs, out, threshold, similarity_error=similarity_error)
+    return BatchResult(rows=rows, pairs=pairs, grades_csv=grades, report=report)
+
+
+def unpack_export(export: Path, tmp: Path) -> Path:
+    """A zip export is extracted into ``tmp``; a folder is used as it is."""
+    if not export.exists():
+        raise BatchError(f"export {export} does not exist")
+    if export.is_dir():
+        return export
+    if zipfile.is_zipfile(export):
+        try:
+            with zipfile.ZipFile(export) as zf:
+                zf.extractall(tmp / "export")
+        except (zipfile.BadZipFile, OSError) as err:
+            raise BatchError(f"cannot extract {export}: {err}") from err
+        (tmp / "export").mkdir(parents=True, exist_ok=True)
+        entries = [p for p in (tmp / "export").iterdir() if p.name not in IGNORED_FOLDERS]
+        # a zip of one folder (Gradescope's assignment_<id>_export/, or a zipped folder of folders)
+        return entries[0] if len(entries) == 1 and entries[0].is_dir() else tmp / "export"
+    raise BatchError(f"{export} is neither a folder nor a zip of a submissions export")
+
+
+def _grade_with_progress(assignment, submissions, results_dir, jobs, dedupe, budget, progress) -> list[Row]:
+    if not progress:
+        return grade_all(assignment, submissions, results_dir, jobs=jobs, dedupe=dedupe, budget=budget)
+    from rich import progress as rp
+
+    columns = (rp.TextColumn("grading"), rp.BarColumn(), rp.MofNCompleteColumn(), rp.TimeRemainingColumn(),
+               rp.TextColumn("{task.description}"))
+    with rp.Progress(*columns) as bar:
+        task = bar.add_task("", total=len(submissions))
+
+        def done(row: Row) -> None:
+            score = f"{row.report.score:g}" if row.report else "error"
+            bar.update(task, advance=1, description=f"{row.submission.id}: {score}")
+
+        return grade_all(assignment, submissions, results_dir, jobs=jobs, dedupe=dedupe, budget=budget,
+                         on_done=done)
+
+
+# -- command line ---------------------------------------------------------------------------------
+
+def add_parsers(subparsers) -> None:
+    import argparse
+
+    p = subparsers.add_parser(
+        "batch", help="grade a Gradescope export in parallel: grades.csv, report.html, similarity",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Grade every submission of a Gradescope 'Export Submissions' folder or zip\n"
+                    f"({METADATA_FILE} beside submission_<id>/ folders), or of a plain folder with one\n"
+                    "folder per student, N at a time. A submission that cannot be graded becomes an\n"
+                    "error row; the batch goes on. Identical submissions are graded once. Writes into OUT:\n"
+                    "  grades.csv         student, email, sid, submission id, score, points per question\n"
+                    "  results/<id>.json  the results.json Gradescope would have received\n"
+                    "  report.html        score histogram, pass rate per test, most common failures,\n"
+                    "                     the most similar pairs (figures/ beside it)\n"
+                    "  similarity.csv     every pair sharing code beyond the template (copydetect)",
+        epilog="example:\n  lmgrade batch cmu_11667_a2 assignment_123_export.zip -o grading/ --jobs 4")
+    p.add_argument("assignment", metavar="ID", help="assignment id (see `lmgrade list`)")
+    p.add_argument("export", type=Path, metavar="EXPORT", help="the export: a folder or a zip")
+    p.add_argument("-o", "--out", type=Path, required=True, metavar="OUT", help="output folder (created)")
+    p.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 2, metavar="N",
+                   help="submissions graded at once (default: the number of CPUs, %(default)s here)")
+    p.add_argument("--similarity-threshold", type=float, default=SIMILARITY_THRESHOLD, metavar="FRACTION",
+                   help="flag a pair when one submission shares at least this fraction of its own "
+                        f"non-template code with the other (default {SIMILARITY_THRESHOLD})")
+    p.add_argument("--time-budget", type=float, default=GRADESCOPE_TIME_LIMIT, metavar="SECONDS",
+                   help="per submission: tests not finished by then score 0, as on Gradescope "
+                        f"(default {GRADESCOPE_TIME_LIMIT}, Gradescope's default limit; 0: none)")
+    p.add_argument("--grade-duplicates", action="store_true",
+                   help="grade every submission even when its staged files are identical to another's")
+    p.set_defaults(func=cmd_batch)
+
+
+def cmd_batch(args) -> int:
+    assignment = load_assignment(args.assignment)
+    if args.time_budget < 0:
+        print(f"error: --time-budget must be positive, or 0 for none (got {args.time_budget:g})", file=sys.stderr)
+        return 2
+    if args.jobs < 1:
+        print(f"error: --jobs must be at least 1 (got {args.jobs})", file=sys.stderr)
+        return 2
+    if not 0 < args.similarity_threshold <= 1:
+        print(f"error: --similarity-threshold must be in (0, 1] (got {args.similarity_threshold:g})", file=sys.stderr)
+        return 2
+    try:
+        result = run_batch(assignment, args.export, args.out, jobs=args.jobs, dedupe=not args.grade_duplicates,
+                           budget=args.time_budget or None,
+                           threshold=args.similarity_threshold, progress=True)
+    except BatchError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    summary = score_summary(result.rows, assignment.total_points)
+    flagged = sum(1 for p in result.pairs if p.similarity >= args.similarity_threshold)
+    print(f"graded {summary['graded']} of {summary['submissions']} submissions, mean score "
+          f"{summary['mean']:.2f} / {summary['max_score']:g}; {summary['errors']} could not be graded "
+          f"(see report.html); {flagged} similar pair(s) flagged")
+    print(f"wrote {result.grades_csv}, {result.report}, {result.grades_csv.parent / 'similarity.csv'}, "
+          f"{result.grades_csv.parent / 'results'}/")
+    return 0
