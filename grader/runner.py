@@ -43,6 +43,7 @@ from grader.sandbox import (
     open_sandbox,
     protect,
     secret_paths,
+    temp_root,
     wrapper_command,
 )
 from grader.snapshots import SnapshotStore
@@ -50,6 +51,7 @@ from grader.submission import StagedSubmission, SubmissionError, stage
 
 MAX_RESTARTS = 25
 GRACE_SECONDS = 5.0  # on top of the per-test timeout, for pytest-timeout to fail the test itself
+TIMING_SLACK = 1.0  # seconds of reporting overhead allowed past the timeout before the parent fails a test
 CPU_FACTOR = 2.0  # a test may use this many CPU-seconds per second of its timeout
 POLL_SECONDS = 0.05
 READ_CHUNK = 1 << 20
@@ -126,7 +128,7 @@ def grade(
     oracle: OracleServer | None = None
     log_tail = ""
     stop = _StopOnSigterm()
-    with stop, tempfile.TemporaryDirectory(prefix="lmgrade-") as tmp:
+    with stop, tempfile.TemporaryDirectory(prefix="lmgrade-", dir=temp_root()) as tmp:
         tmp_path = Path(tmp)
         try:
             staged = stage(assignment, submission, tmp_path / "submission", base=base, overlays=overlays)
@@ -230,11 +232,12 @@ class SuiteRun:
         config = self.workdir / "child-config.json"
         config.write_text(json.dumps(child_view(self.assignment)), encoding="utf-8")
         if box.dropped:
-            needed = [self.assignment.suite_dir] + [p for p in (self.assignment.fixtures_dir,) if p.is_dir()]
-            protect(secret_paths([self.assignment.root, project_root()]), box.uid, needed=needed)
             os.chmod(self.workdir, 0o711)
             give(self.staged.path, box.uid)
             give(home, box.uid)
+            needed = [self.assignment.suite_dir, self.staged.path] + \
+                [p for p in (self.assignment.fixtures_dir,) if p.is_dir()]
+            protect(secret_paths([self.assignment.root, project_root()]), box.uid, needed=needed)
         elif self.secure:
             self.notes.append("not graded as root: the submission ran as the current user, without a uid of "
                               "its own, so it could read what this user can read (on Gradescope it cannot)")
@@ -416,6 +419,12 @@ class _Child:
             self._reply({**answer, "key": key})
         elif kind == "result" and test is not None and test == self.running:
             r.events[test] = _clean_result(msg)
+            took = time.time() - self.running_since
+            if took > r.per_test + max(TIMING_SLACK, 0.05 * r.per_test):
+                # the parent's clock decides: pytest-timeout's alarm can be swallowed (a fork
+                # handler, a C extension) and a test must not pass by outlasting it
+                r.events[test].update(outcome="timeout", score=None,
+                                      message=f"took {took:.1f} s, over its timeout of {r.per_test:g} s")
             self.running = None
             self.restart = msg.get("restart") is True  # the rest of the tests get a fresh child
             kill_run(self.box, keep=self.proc.pid)  # what this test started ends with it

@@ -98,6 +98,21 @@ def _claim_uid() -> tuple[int, int]:
     raise SandboxError(f"no free uid in {UID_POOL.start}..{UID_POOL.stop - 1} for the test process")
 
 
+def open_to_others(path: Path) -> bool:
+    """Every folder from ``/`` down to ``path`` lets other users through (o+x)."""
+    path = Path(path).resolve()
+    return all(p.stat().st_mode & 0o001 for p in [path, *path.parents])
+
+
+def temp_root() -> str:
+    """Where a run's folder goes: the usual temporary folder if other users can pass through
+    it (the test process's uid must reach its own folder), else /tmp."""
+    default = tempfile.gettempdir()
+    if not is_root() or open_to_others(Path(default)) or not open_to_others(Path("/tmp")):
+        return default
+    return "/tmp"
+
+
 # -- secrets -------------------------------------------------------------------------------------
 
 def secret_paths(roots: list[Path]) -> list[Path]:

@@ -23,7 +23,9 @@ def shared_tmp() -> Path:
     """A temporary folder other users can enter. Under root, the grader runs student code as an
     unprivileged uid, which must be able to read the suite and fixtures; pytest's own tmp_path
     lives under a 0700 folder."""
-    path = Path(tempfile.mkdtemp(prefix="lmgrade-tests-"))
+    from grader.sandbox import temp_root
+
+    path = Path(tempfile.mkdtemp(prefix="lmgrade-tests-", dir=temp_root()))
     path.chmod(0o755)
     yield path
     shutil.rmtree(path, ignore_errors=True)
