@@ -401,6 +401,8 @@ class _Child:
                 self._handle(msg)
 
     def _handle(self, msg: dict) -> None:
+        if self.restart:
+            return  # this child is being replaced: what it sends after that result is not used
         r, kind, test = self.r, msg["event"], msg.get("test")
         if kind == "collected" and r.collected is None and isinstance(msg.get("tests"), list):
             r.collected = [t for t in msg["tests"] if isinstance(t, str)]
