@@ -181,17 +181,15 @@ class OracleServer:
             rec.failed[key] = f"`{key}`: the value could not be read ({err})"
             return {"ok": False, "message": rec.failed[key]}
         reveal = test_id.startswith("public/")
-        results = {v: self.store.check(test_id, v, key, tree, arrays, reveal=reveal) for v in rec.alive}
-        recorded = {v: r for v, r in results.items() if r is not None}
-        if not recorded:
+        alive, problems = self.store.match(test_id, rec.alive, key, tree, arrays, reveal=reveal)
+        if problems is None:
             rec.failed[key] = f"no snapshot recorded for key `{key}` of {test_id}"
             return {"ok": False, "message": rec.failed[key]}
-        passing = [v for v, problems in recorded.items() if not problems]
-        if passing:
-            rec.alive = passing
+        if not problems:
+            rec.alive = alive
             rec.matched.add(key)
             return {"ok": True}
-        rec.failed[key] = "; ".join(next(iter(recorded.values())))
+        rec.failed[key] = "; ".join(problems)
         return {"ok": False, "message": rec.failed[key]}
 
     def verdict(self, test_id: str) -> str | None:

@@ -409,22 +409,18 @@ class Snapshot:
 
     def _compare(self, key: str, tree, arrays) -> None:
         __tracebackhide__ = True
-        store = self._state.store
-        results = {v: store.check(self.test_id, v, key, tree, arrays, reveal=self._reveal) for v in self._alive}
-        recorded = {v: r for v, r in results.items() if r is not None}
-        if not recorded:
+        alive, problems = self._state.store.match(self.test_id, self._alive, key, tree, arrays, reveal=self._reveal)
+        if problems is None:
             self._failed = True
             pytest.fail(
                 f"no snapshot recorded for key `{key}` of {self.test_id}; "
                 f"run `lmgrade record {self._state.assignment.id}`",
                 pytrace=False,
             )
-        passing = [v for v, problems in recorded.items() if not problems]
-        if passing:
-            self._alive = passing
+        if not problems:
+            self._alive = alive
             return
         self._failed = True
-        problems = next(iter(recorded.values()))
         pytest.fail("; ".join(problems), pytrace=False)
 
     def finish(self, node: pytest.Item) -> None:

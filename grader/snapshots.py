@@ -106,6 +106,24 @@ class SnapshotStore:
         return problems
 
 
+    def match(self, test_id: str, alive: list[str], key: str, actual: Tree, actual_arrays, *,
+              reveal: bool) -> tuple[list[str], list[str] | None]:
+        """Compare in every variant still accepted for the test: (variants, problems).
+
+        ``problems`` is None if no variant recorded ``key``; on a match it is empty and the
+        variants are narrowed to those that matched (one variant for the whole test); otherwise
+        it holds the first recorded variant's problems and the variants are unchanged.
+        """
+        results = {v: self.check(test_id, v, key, actual, actual_arrays, reveal=reveal) for v in alive}
+        recorded = {v: r for v, r in results.items() if r is not None}
+        if not recorded:
+            return alive, None
+        passing = [v for v, problems in recorded.items() if not problems]
+        if passing:
+            return passing, []
+        return alive, next(iter(recorded.values()))
+
+
 class SnapshotWriter:
     """Write side: collects checks during ``lmgrade record`` and writes files at the end."""
 
