@@ -74,6 +74,7 @@ class Assignment:
     questions: tuple[Question, ...]
     rules: tuple[Rule, ...]
     notebooks: dict[str, str] = field(default_factory=dict)
+    child_judged: tuple[str, ...] = ()  # tests whose verdict the parent takes from the test process
 
     # -- paths -------------------------------------------------------------------------
     @property
@@ -120,7 +121,15 @@ class Assignment:
         return tuple(r for r in self.rules if r.applies_to(test_id))
 
     def visibility_for(self, test_id: str) -> str:
-        return "visible" if test_id.startswith("public/") else self.visibility
+        return "visible" if is_public(test_id) else self.visibility
+
+    def is_child_judged(self, test_id: str) -> bool:
+        return test_id.split("[", 1)[0] in self.child_judged
+
+
+def is_public(test_id: str) -> bool:
+    """Public tests (``public/...``) ship to students: their messages may show expected values."""
+    return test_id.startswith("public/")
 
 
 def list_assignments(root: Path | None = None) -> list[str]:
@@ -186,7 +195,17 @@ def _parse(data: dict, path: Path, root: Path) -> Assignment:
         questions=questions,
         rules=rules,
         notebooks=dict(data.get("notebooks", {}) or {}),
+        child_judged=_child_judged(data, questions, path),
     )
+
+
+def _child_judged(data: dict, questions, path: Path) -> tuple[str, ...]:
+    listed = {t.test_id for q in questions for t in q.tests}
+    names = tuple(str(t) for t in (data.get("child_judged") or []))
+    unknown = [t for t in names if t not in listed]
+    if unknown:
+        raise RubricError(f"{path}: child_judged names {unknown[0]}, which no question lists")
+    return names
 
 
 def _parse_question(q: dict, path: Path) -> Question:

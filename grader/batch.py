@@ -45,7 +45,7 @@ import yaml
 from grader.assignment import Assignment, load_assignment
 
 if TYPE_CHECKING:  # the runner is imported when grading starts, not by every `lmgrade` command
-    from grader.runner import GradeReport
+    from grader.report import GradeReport
 
 METADATA_FILE = "submission_metadata.yml"
 SIMILARITY_THRESHOLD = 0.8

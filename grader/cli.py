@@ -245,19 +245,20 @@ def cmd_demo(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from grader.snapshots import value_checked_points
+    from grader.snapshots import parent_decided_points
 
     table = Table(title=f"assignments in {project_root()}")
-    for col in ("id", "title", "points", "tests", "value-checked"):
+    for col in ("id", "title", "points", "tests", "parent-decided"):
         table.add_column(col)
     for aid in list_assignments():
         a = load_assignment(aid)
-        checked = value_checked_points(a)
+        checked = parent_decided_points(a)
         share = f"{checked:g} ({100 * checked / a.total_points:.0f}%)" if a.total_points else "-"
         table.add_row(aid, a.title, f"{a.total_points:g}", str(len(a.tests)), share)
     console.print(table)
-    console.print("value-checked: points of tests whose recorded values the grading parent compares "
-                  "(the rest are property tests, judged in the test process; docs/security.md)")
+    console.print("parent-decided: points of tests the grading parent judges itself, from values it compares "
+                  "or rules it applies to what the test sent; the rest are listed as child_judged in the "
+                  "rubric (docs/security.md)")
     return 0
 
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from grader.assignment import Assignment
-from grader.runner import GradeReport, grade
+from grader.report import GradeReport
+from grader.runner import grade
 
 
 @dataclass(frozen=True)

@@ -1,22 +1,25 @@
 """The oracle: the channel between the untrusted test process and the grading parent.
 
-The child (pytest running student code) never holds an expected value. ``snapshot.check`` in
-the child encodes the value (``grader.values``) and sends it here; the parent compares it with
-the recorded snapshot (``grader.snapshots``, numpy only) and answers pass/fail with a message
-that, for hidden tests, holds no expected number. The parent keeps its own record of which keys
-of which test were checked and matched; scoring uses that record, not the child's word.
+The child (pytest running student code) never holds an expected value. ``snapshot.check`` and
+``snapshot.judge`` in the child encode the value (``grader.values``) and send it here; the parent
+compares it with the recorded snapshot, or applies the recorded rule to it (``grader.snapshots``,
+``grader.judges``, numpy only), and answers pass/fail with a message that, for hidden tests, holds
+no expected number and no error magnitude. The parent keeps its own record of what each test sent
+and how it compared; scoring uses that record, never the child's word.
 
 Wire format: one message per line, ``<token> <json>\\n`` in both directions. The parent sends
 the token as the first line on the reply pipe; the plugin reads it in ``pytest_configure``,
-before any student code is imported, and never exposes it. Lines without the token (a
-submission writing into every file descriptor it can find) are counted and ignored.
+before any student code is imported. Lines without the token are counted and ignored.
 
-Rules the parent enforces on what arrives:
+The protocol the parent enforces (``OracleServer.handle``), for the whole run, across restarts
+of the test process:
 
-* events follow the protocol: ``start`` names a collected test, ``check`` and ``result`` belong
-  to the test that is running; anything else is ignored and counted;
-* a key is answered once per test: a second check of the same key is refused, so the answers
-  cannot be used to search for the expected values;
+* ``collected`` is taken once, from the first test process: it fixes the tests and their order;
+* ``start`` is accepted once per test, for the next test in collected order that has not
+  started, and only when no test is running; its clock starts then and is never reset;
+* ``check`` and ``result`` belong to the running test; a key is answered once per test, ever;
+* anything else is a protocol violation: the test it names (or the running one) fails with a
+  note saying so, and the runner replaces the test process;
 * arrays are rebuilt with numpy from raw bytes, with the dtype checked against a whitelist and
   the size against the shape; nothing is unpickled.
 """
@@ -33,10 +36,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from grader.snapshots import SnapshotStore
+from grader.values import decode
 
 TOKEN_BYTES = 24
 MAX_LINE = 256 * 1024 * 1024  # one checked value, base64-encoded
 MAX_CHECKS_PER_TEST = 512
+MAX_SEEN_BYTES = 256 * 2**20  # values of one test kept for the rules that compare them
+MAX_NOTES = 100
+MAX_NOTE_CHARS = 500
 REPLY_TIMEOUT = 120.0  # seconds the child waits for an answer before giving up
 ARRAY_DTYPES = frozenset({
     "float16", "float32", "float64", "int8", "int16", "int32", "int64",
@@ -73,7 +80,7 @@ def unpack_arrays(packed) -> dict[str, np.ndarray]:
         dtype, shape, data = spec.get("dtype"), spec.get("shape"), spec.get("data")
         if dtype not in ARRAY_DTYPES:
             raise ProtocolError(f"array dtype {dtype!r} is not accepted")
-        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
             raise ProtocolError("malformed array shape")
         raw = base64.b64decode(data, validate=True) if isinstance(data, str) else None
         if raw is None:
@@ -116,22 +123,77 @@ def _valid_tree(tree, arrays: dict, depth: int = 0) -> bool:
 
 @dataclass
 class KeyRecord:
-    """What the parent saw of one test: which keys matched, in which variants."""
+    """What the parent saw of one test: which keys matched, in which variants, and the values."""
 
     alive: list[str]
     matched: set[str] = field(default_factory=set)
     failed: dict[str, str] = field(default_factory=dict)  # key -> the problem told to the child
+    seen: dict[str, object] = field(default_factory=dict)  # key -> decoded value, for rules
+    seen_bytes: int = 0
     checks: int = 0
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """The parent's own judgement of one test, from its record."""
+
+    ok: bool
+    message: str = ""
+    recorded: bool = True  # the reference recorded at least one key for the test
+
+
+@dataclass
+class Handled:
+    """What the runner must do after a message: answer the child, start or stop a clock."""
+
+    reply: dict | None = None
+    started: str | None = None
+    finished: str | None = None
+    violation: str | None = None
+
+
+class Notes:
+    """Notes for the report: deduplicated with a set, capped in number and length."""
+
+    def __init__(self, limit: int = MAX_NOTES):
+        self.items: list[str] = []
+        self._seen: set[str] = set()
+        self.dropped = 0
+        self.limit = limit
+
+    def add(self, text: str) -> None:
+        text = str(text)[:MAX_NOTE_CHARS]
+        if text in self._seen:
+            return
+        if len(self.items) >= self.limit:
+            self.dropped += 1
+            return
+        self._seen.add(text)
+        self.items.append(text)
+
+    def extend(self, texts) -> None:
+        for t in texts:
+            self.add(t)
+
+    def as_list(self) -> list[str]:
+        more = [f"{self.dropped} further notes were not kept"] if self.dropped else []
+        return self.items + more
+
+
 class OracleServer:
-    """Answers checks for one grading run and keeps the evidence scoring relies on."""
+    """Answers one grading run's checks and keeps the evidence scoring relies on."""
 
     def __init__(self, store: SnapshotStore | None, token: str):
         self.store = store
         self.token = token
         self.records: dict[str, KeyRecord] = {}
+        self.collected: list[str] | None = None
+        self.started: dict[str, float] = {}
+        self.running: str | None = None
+        self.results: dict[str, dict] = {}
+        self.notes = Notes()
         self.rejected = 0  # lines without the token, or that broke the protocol
+        self.violations = 0
 
     # messages
     def parse(self, line: bytes) -> dict | None:
@@ -142,7 +204,7 @@ class OracleServer:
             return None
         try:
             msg = json.loads(line[len(prefix):])
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             self.rejected += 1
             return None
         if not isinstance(msg, dict) or not isinstance(msg.get("event"), str):
@@ -153,21 +215,88 @@ class OracleServer:
     def frame(self, msg: dict) -> bytes:
         return (self.token + " " + json.dumps(msg) + "\n").encode()
 
+    def next_expected(self) -> str | None:
+        """The next collected test that has not started (the only one ``start`` may name)."""
+        for t in self.collected or ():
+            if t not in self.started and t not in self.results:
+                return t
+        return None
+
+    def handle(self, msg: dict, now: float, *, result_filter=None) -> Handled:
+        """Apply one message from the child to the run's state."""
+        kind, test = msg["event"], msg.get("test")
+        if kind == "collected":
+            if self.collected is None and isinstance(msg.get("tests"), list):
+                self.collected = [t for t in msg["tests"] if isinstance(t, str)]
+            return Handled()
+        if kind == "note":
+            if isinstance(msg.get("text"), str):
+                self.notes.add(msg["text"])
+            return Handled()
+        if kind == "start":
+            return self._start(test, now)
+        if kind == "check":
+            key = msg.get("key")
+            if self.running is None or test != self.running:
+                return self._violation(test, f"a value was sent for {test!r} while it was not running",
+                                       reply={"ok": False, "message": "not the running test", "key": key})
+            return Handled(reply={**self.answer(test, msg), "key": key})
+        if kind == "result":
+            if self.running is None or test != self.running:
+                return self._violation(test, f"a result was sent for {test!r} while it was not running")
+            self.results[test] = result_filter(msg) if result_filter else msg
+            self.running = None
+            return Handled(finished=test)
+        self.rejected += 1
+        return Handled()
+
+    def _start(self, test, now: float) -> Handled:
+        if not isinstance(test, str) or self.collected is None or test not in self.collected:
+            self.rejected += 1
+            return Handled()
+        if self.running is not None:
+            return self._violation(self.running, f"the test process announced {test} while this test was running")
+        if test in self.started or test in self.results:
+            return self._violation(test, "the test process started this test a second time")
+        expected = self.next_expected()
+        if test != expected:
+            return self._violation(test, f"the test process started this test out of order (expected {expected})")
+        self.started[test] = now
+        self.running = test
+        return Handled(started=test)
+
+    def _violation(self, test, why: str, reply: dict | None = None) -> Handled:
+        """Fail the test the message names (or the running one) and say why; the runner then
+        replaces the test process."""
+        self.violations += 1
+        victim = test if isinstance(test, str) and self.collected and test in self.collected else self.running
+        note = f"protocol violation: {why}; the test process was replaced"
+        self.notes.add(note)
+        if victim is not None and victim not in self.results:
+            self.results[victim] = {"event": "result", "test": victim, "outcome": "failed",
+                                    "message": f"the grader's channel was misused while this test ran ({why})",
+                                    "duration": 0.0, "stdout": ""}
+            self.started.setdefault(victim, 0.0)
+        if victim == self.running:
+            self.running = None
+        return Handled(reply=reply, violation=victim or "")
+
     # checks
-    def check(self, test_id: str, msg: dict) -> dict:
-        """Compare one checked value; the answer goes back to the child."""
+    def answer(self, test_id: str, msg: dict) -> dict:
+        """Compare one checked value (or judge it by its recorded rule); the answer goes back."""
         key = msg.get("key")
         if self.store is None:
             return {"ok": False, "message": "this run has no snapshots to compare with"}
-        if not isinstance(key, str) or not key:
+        if not isinstance(key, str) or not key or len(key) > 200:
             self.rejected += 1
             return {"ok": False, "message": "malformed check"}
         rec = self.records.setdefault(test_id, KeyRecord(alive=list(self.store.variants)))
         rec.checks += 1
         if rec.checks > MAX_CHECKS_PER_TEST:
-            return {"ok": False, "message": f"more than {MAX_CHECKS_PER_TEST} checks in one test"}
+            rec.failed.setdefault("", f"more than {MAX_CHECKS_PER_TEST} values sent in one test")
+            return {"ok": False, "message": rec.failed[""]}
         if key in rec.matched or key in rec.failed:
-            problem = f"`{key}` was already checked in this test; each key is compared once"
+            problem = f"`{key}` was already sent in this test; each key is compared once"
             rec.failed.setdefault(key, problem)
             rec.matched.discard(key)
             return {"ok": False, "message": problem}
@@ -181,9 +310,13 @@ class OracleServer:
             rec.failed[key] = f"`{key}`: the value could not be read ({err})"
             return {"ok": False, "message": rec.failed[key]}
         reveal = test_id.startswith("public/")
-        alive, problems = self.store.match(test_id, rec.alive, key, tree, arrays, reveal=reveal)
+        alive, problems = self.store.match(test_id, rec.alive, key, tree, arrays, reveal=reveal, seen=rec.seen)
+        size = sum(a.nbytes for a in arrays.values())
+        if rec.seen_bytes + size <= MAX_SEEN_BYTES:
+            rec.seen[key] = decode(tree, arrays)
+            rec.seen_bytes += size
         if problems is None:
-            rec.failed[key] = f"no snapshot recorded for key `{key}` of {test_id}"
+            rec.failed[key] = f"no snapshot recorded for key `{key}` of {test_id}; run `lmgrade record`"
             return {"ok": False, "message": rec.failed[key]}
         if not problems:
             rec.alive = alive
@@ -192,39 +325,39 @@ class OracleServer:
         rec.failed[key] = "; ".join(problems)
         return {"ok": False, "message": rec.failed[key]}
 
-    def verdict(self, test_id: str) -> str | None:
-        """None if the parent's evidence lets ``test_id`` earn its points, else why not.
+    def verdict(self, test_id: str) -> Verdict:
+        """The parent's judgement of ``test_id`` from its own record.
 
-        A test whose snapshots record keys must have checked and matched all of them in one
-        accepted variant. A test with no recorded keys (a property test) has nothing to prove.
+        A test earns its points only if every key the reference recorded for it was sent and
+        matched (or satisfied its rule) in one accepted variant. A test for which the reference
+        recorded nothing has no evidence: ``recorded`` is False and the caller decides.
         """
         if self.store is None:
-            return None
+            return Verdict(ok=True, recorded=False)
         rec = self.records.get(test_id)
         if rec is not None and rec.failed:
-            return next(iter(rec.failed.values()))
+            return Verdict(ok=False, message=next(iter(rec.failed.values())))
         alive = rec.alive if rec is not None else list(self.store.variants)
         wanted = [(v, self.store.expected_keys(test_id, v)) for v in alive]
-        wanted = [(v, keys) for v, keys in wanted if keys is not None]
+        wanted = [(v, keys) for v, keys in wanted if keys]
         if not wanted:
-            return None
+            return Verdict(ok=False, recorded=False,
+                           message="the reference recorded no value for this test, so the grader has no "
+                                   "evidence for it (run `lmgrade record`)")
         matched = rec.matched if rec is not None else set()
         for _, keys in wanted:
             if set(keys) <= matched:
-                return None
+                return Verdict(ok=True)
         _, keys = wanted[0]
         missing = [k for k in keys if k not in matched]
-        return "the test reported success but the grader never received " + \
-            ", ".join(f"`{k}`" for k in missing)
-
-    def reset(self, test_id: str) -> None:
-        self.records.pop(test_id, None)
+        return Verdict(ok=False, message="the test did not send " + ", ".join(f"`{k}`" for k in missing[:5])
+                       + (" (it stopped before computing them)" if rec is None or not rec.matched else ""))
 
 
 # -- child side ----------------------------------------------------------------------------------
 
 class OracleClient:
-    """Used by the plugin inside the test process: events out, checks answered."""
+    """Used by the plugin inside the test process: events out, values sent and answered."""
 
     def __init__(self, write_fd: int, read_fd: int, token: str):
         self._w, self._r, self._token = write_fd, read_fd, token
@@ -250,7 +383,8 @@ class OracleClient:
             n = os.write(self._w, view)
             view = view[n:]
 
-    def check(self, test_id: str, key: str, tree, arrays: dict[str, np.ndarray]) -> dict:
+    def ask(self, test_id: str, key: str, tree, arrays: dict[str, np.ndarray]) -> dict:
+        """Send one value and wait for the parent's answer."""
         self.send({"event": "check", "test": test_id, "key": key, "tree": tree, "arrays": pack_arrays(arrays)})
         prefix = self._token + " "
         while True:

@@ -38,13 +38,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from grader import childargs, gradescope
 from grader.assignment import Assignment, RubricError, assignment_from_child_view, load_assignment
 from grader.compare import Tolerance
+from grader.judges import Evidence, RuleBook, load_rulebook
 from grader.oracle import OracleClient
 from grader.snapshots import SnapshotStore, SnapshotWriter
 from grader.submission import Modules, StagedSubmission, SubmissionError, stage
 from grader.tamper import Fingerprint, HookFingerprint
-from grader.values import UnsupportedValue, encode
+from grader.values import UnsupportedValue, decode, encode
 
 DEFAULT_RTOL = 1e-4
 DEFAULT_ATOL = 1e-5
@@ -54,32 +56,11 @@ TF32_FLOOR = Tolerance(rtol=2e-3, atol=2e-3)
 MAX_MESSAGE = 4000
 MAX_CAPTURED = 2000
 
-HELP = {
-    "submission": "folder of the submission under test (the files the handout names)",
-    "assignment": "assignment id (default: the assignment.yaml above the collected tests)",
-    "record": "record snapshots from the submission (the reference) as this variant",
-    "snapshots": "snapshot folder (default: fixtures/<id>/snapshots)",
-    "outcomes": "append one JSON line per test event to this file (used by `lmgrade record`)",
-    "oracle": "WRITE_FD,READ_FD of the grading parent's channel (used by `lmgrade grade`)",
-    "config": "the test process's view of the rubric, as JSON (used by `lmgrade grade`)",
-    "staged": "the submission folder is already staged (by `lmgrade grade`)",
-    "device": "device for tests that build models (cpu or cuda)",
-}
-
 
 # -- options and configuration -------------------------------------------------------------
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("lmgrade")
-    group.addoption("--submission", "--lmgrade-submission", dest="lmgrade_submission", default=None, help=HELP["submission"])
-    group.addoption("--lmgrade-assignment", default=None, help=HELP["assignment"])
-    group.addoption("--lmgrade-record", default=None, metavar="VARIANT", help=HELP["record"])
-    group.addoption("--lmgrade-snapshots", default=None, help=HELP["snapshots"])
-    group.addoption("--lmgrade-outcomes", default=None, help=HELP["outcomes"])
-    group.addoption("--lmgrade-oracle", default=None, help=HELP["oracle"])
-    group.addoption("--lmgrade-config", default=None, help=HELP["config"])
-    group.addoption("--lmgrade-staged", action="store_true", default=False, help=HELP["staged"])
-    group.addoption("--lmgrade-device", default="cpu", choices=["cpu", "cuda"], help=HELP["device"])
+    childargs.add_options(parser.getgroup("lmgrade"))
 
 
 @dataclass
@@ -88,8 +69,7 @@ class _State:
     suite_root: Path | None = None
     staged: StagedSubmission | None = None
     modules: Modules | None = None
-    store: SnapshotStore | None = None
-    writer: SnapshotWriter | None = None
+    checker: Checker | None = None
     outcomes: object | None = None
     oracle: OracleClient | None = None
     fingerprint: Fingerprint | None = None
@@ -106,7 +86,6 @@ _STATE_KEY = pytest.StashKey[_State]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "lmgrade_points(n): points of a test outside any rubric")
     state = _State(device=config.getoption("lmgrade_device"), pid=os.getpid())
     config.stash[_STATE_KEY] = state
     if config.getoption("lmgrade_oracle"):
@@ -201,14 +180,20 @@ def _setup(state: _State, config: pytest.Config, items: list[pytest.Item]) -> No
     os.chdir(state.staged.path)  # student code opens relative paths (data/, configs/) from its folder
     state.modules = Modules(state.staged, state.assignment.fixtures_dir)
     state.modules._lmgrade_state = state
+    state.checker = _choose_checker(state, config)
+
+
+def _choose_checker(state: _State, config: pytest.Config) -> Checker:
+    """How ``snapshot.check``/``judge`` work in this process, decided once: recording the
+    reference, asking the grading parent, or comparing here (a student's local run)."""
     variant = config.getoption("lmgrade_record")
-    if state.oracle is not None and not config.getoption("lmgrade_snapshots"):
-        return  # secure grading: the parent holds the snapshots
     snap_dir = Path(config.getoption("lmgrade_snapshots") or state.assignment.snapshots_dir)
+    rules = load_rulebook(state.suite_root)
     if variant:
-        state.writer = SnapshotWriter(snap_dir, variant)
-    else:
-        state.store = SnapshotStore(snap_dir)
+        return RecordingChecker(SnapshotWriter(snap_dir, variant), rules)
+    if state.oracle is not None and not config.getoption("lmgrade_snapshots"):
+        return OracleChecker(state.oracle)
+    return LocalChecker(SnapshotStore(snap_dir, rules=rules))
 
 
 def _find_suite_root(path: Path) -> Path | None:
@@ -255,7 +240,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     state = item.config.stash[_STATE_KEY]
     _emit(state, {"event": "start", "test": item.stash[_TEST_ID], "time": time.time()})
     _note_tampering(state, _restore(state), during_test=False)
-    _reset_gradescope_dunders(item)
+    gradescope.reset_dunders(item)
     if state.setup_error:
         pytest.fail(state.setup_error, pytrace=False)
     _seed_all(seed_for(item.stash[_TEST_ID]))
@@ -356,87 +341,147 @@ def device(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def gen(request: pytest.FixtureRequest):
-    """A torch.Generator seeded from the test's name, untouched by the code under test."""
-    import torch
-
-    g = torch.Generator()
-    g.manual_seed(seed_for(request.node.stash[_TEST_ID]) + 1)
-    return g
-
-
-@pytest.fixture
 def snapshot(request: pytest.FixtureRequest):
     state = request.config.stash[_STATE_KEY]
+    if state.checker is None:
+        pytest.fail(state.setup_error or "lmgrade is not configured for this run", pytrace=False)
     snap = Snapshot(state, request.node.stash[_TEST_ID])
     yield snap
     snap.finish(request.node)
 
 
 class Snapshot:
-    """``snapshot.check(key, value)``: compare with (or record) the reference's value."""
+    """The test's link to its evidence: ``check`` compares a value with the reference's,
+    ``judge`` has a recorded rule applied to a value (``grader.judges``)."""
 
     def __init__(self, state: _State, test_id: str):
         self._state = state
+        self._checker: Checker = state.checker
         self.test_id = test_id
-        self._checked: list[str] = []
-        self._alive = list(state.store.variants) if state.store else []
-        self._oracle = state.oracle
-        self._failed = False
-        self._reveal = test_id.startswith("public/")
+        self.checked: list[str] = []
+        self.failed = False
+        self.reveal = test_id.startswith("public/")
+        self.alive: list[str] = self._checker.variants()
+        self.seen: dict = {}
 
     def check(self, key: str, value, *, rtol: float | None = None, atol: float | None = None,
               mask=None, hint: str | None = None) -> None:
+        """``value`` must match what the reference gave for ``key`` (shape, dtype, values)."""
         __tracebackhide__ = True
-        tol = _tolerance(self._state, rtol, atol)
+        self._send(key, value, _tolerance(self._state, rtol, atol), mask, hint, None, None)
+
+    def judge(self, key: str, value, rule: str, *, hint: str | None = None, **params) -> None:
+        """``value`` must satisfy ``rule`` (recorded with ``params`` from the reference)."""
+        __tracebackhide__ = True
+        try:
+            json.dumps(params)
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"snapshot.judge parameters must be plain JSON values: {err}") from None
+        self._send(key, value, Tolerance(0.0, 0.0), None, hint, rule, params)
+
+    def _send(self, key, value, tol, mask, hint, rule, params) -> None:
+        __tracebackhide__ = True
         try:
             tree, arrays = encode(value)
         except UnsupportedValue as err:
-            self._failed = True
-            pytest.fail(f"`{key}`: {err}", pytrace=False)
-        self._checked.append(key)
-        if self._state.writer is not None:
-            mask_arr = None if mask is None else np.asarray(_to_numpy(mask), dtype=bool)
-            self._state.writer.add(self.test_id, key, tree, arrays, tol, mask_arr, hint)
-            return
-        if self._oracle is not None and self._state.store is None:
-            answer = self._oracle.check(self.test_id, key, tree, arrays)
-            if not answer.get("ok"):
-                self._failed = True
-                pytest.fail(str(answer.get("message") or f"`{key}` does not match"), pytrace=False)
-            return
-        self._compare(key, tree, arrays)
-
-    def _compare(self, key: str, tree, arrays) -> None:
-        __tracebackhide__ = True
-        alive, problems = self._state.store.match(self.test_id, self._alive, key, tree, arrays, reveal=self._reveal)
-        if problems is None:
-            self._failed = True
-            pytest.fail(
-                f"no snapshot recorded for key `{key}` of {self.test_id}; "
-                f"run `lmgrade record {self._state.assignment.id}`",
-                pytrace=False,
-            )
-        if not problems:
-            self._alive = alive
-            return
-        self._failed = True
-        pytest.fail("; ".join(problems), pytrace=False)
+            self.failed = True
+            pytest.fail(_not_implemented(value) or f"`{key}`: {err}", pytrace=False)
+        self.checked.append(key)
+        problem = self._checker.send(self, key, tree, arrays, tol=tol, mask=mask, hint=hint, rule=rule, params=params)
+        if problem:
+            self.failed = True
+            pytest.fail(problem, pytrace=False)
 
     def finish(self, node: pytest.Item) -> None:
-        """After the test: every recorded key must have been checked."""
-        state = self._state
-        if state.writer is not None:
-            if not self._checked:
-                state.writer.add_empty(self.test_id)
-            return
-        if self._failed or state.store is None or not self._alive:
+        self._checker.finish(self, node)
+
+
+def _not_implemented(value) -> str | None:
+    """A starter's placeholder body returns ``...`` or None: say so plainly."""
+    if value is Ellipsis:
+        return "not implemented yet: the function returned `...` (the starter's placeholder)"
+    return None
+
+
+class Checker:
+    """Where checked values go. One of three, chosen once per process (``_choose_checker``)."""
+
+    def variants(self) -> list[str]:
+        return []
+
+    def send(self, snap: Snapshot, key: str, tree, arrays, **spec) -> str | None:
+        raise NotImplementedError
+
+    def finish(self, snap: Snapshot, node: pytest.Item) -> None:
+        return None
+
+
+class RecordingChecker(Checker):
+    """``lmgrade record``: store the reference's values; the reference must pass its own rules."""
+
+    def __init__(self, writer: SnapshotWriter, rules: RuleBook):
+        self.writer, self.rules = writer, rules
+
+    def send(self, snap, key, tree, arrays, *, tol, mask, hint, rule, params):
+        mask_arr = None if mask is None else np.asarray(_to_numpy(mask), dtype=bool)
+        self.writer.add(snap.test_id, key, tree, arrays, tol, mask_arr, hint, rule=rule, params=params)
+        value = decode(tree, arrays)
+        if rule is not None:
+            if rule not in self.rules:
+                return f"`{key}`: no rule named {rule!r} (grader.judges or the suite's judges.py)"
+            problems = self.rules.evaluate(rule, Evidence(key=key, value=value, params=params or {}, expected=value,
+                                                          seen=snap.seen, reveal=True))
+            if problems:
+                return "the reference does not satisfy its own rule: " + "; ".join(problems)
+        snap.seen[key] = value
+        return None
+
+    def finish(self, snap, node):
+        if not snap.checked:
+            self.writer.add_empty(snap.test_id)
+
+
+class OracleChecker(Checker):
+    """Secure grading: every value goes to the parent, which compares and keeps the record."""
+
+    def __init__(self, client: OracleClient):
+        self.client = client
+
+    def send(self, snap, key, tree, arrays, **spec):
+        answer = self.client.ask(snap.test_id, key, tree, arrays)
+        return None if answer.get("ok") else str(answer.get("message") or f"`{key}` does not match")
+
+
+class LocalChecker(Checker):
+    """A student's local run (and trusted benchmark runs): compare here, with the snapshots
+    this process can read (a handout holds the public ones only)."""
+
+    def __init__(self, store: SnapshotStore):
+        self.store = store
+
+    def variants(self):
+        return list(self.store.variants)
+
+    def send(self, snap, key, tree, arrays, **spec):
+        alive, problems = self.store.match(snap.test_id, snap.alive, key, tree, arrays, reveal=snap.reveal,
+                                           seen=snap.seen)
+        snap.seen[key] = decode(tree, arrays)
+        if problems is None:
+            return (f"no snapshot recorded for key `{key}` of {snap.test_id}; "
+                    f"run `lmgrade record {snap._state.assignment.id}`")
+        if problems:
+            return "; ".join(problems)
+        snap.alive = alive
+        return None
+
+    def finish(self, snap, node):
+        if snap.failed or not snap.alive:
             return
         rep = getattr(node, "_lmgrade_call_report", None)
         if rep is not None and not rep.passed:
             return
-        expected = state.store.expected_keys(self.test_id, self._alive[0]) or []
-        missing = [k for k in expected if k not in self._checked]
+        expected = self.store.expected_keys(snap.test_id, snap.alive[0]) or []
+        missing = [k for k in expected if k not in snap.checked]
         if missing:
             pytest.fail(f"the test ended before checking {', '.join(f'`{k}`' for k in missing)}", pytrace=False)
 
@@ -514,9 +559,9 @@ def _finish(state: _State, item: pytest.Item, reports: list[pytest.TestReport]) 
     captured = "".join(
         getattr(rep, "capstdout", "") + getattr(rep, "capstderr", "") for rep in reports
     )[-MAX_CAPTURED:]
-    if state.writer is not None and outcome in ("failed", "error"):
+    if isinstance(state.checker, RecordingChecker) and outcome in ("failed", "error"):
         state.record_failures.append(f"{test_id}: {outcome}: {message}")
-    decor = _gradescope_dunders(item)
+    decor = gradescope.decorator_values(item)
     event = {
         "event": "result", "test": test_id, "outcome": outcome, "message": message[:MAX_MESSAGE],
         "duration": sum(r.duration for r in reports), "stdout": captured, **decor,
@@ -570,96 +615,16 @@ def _skip_reason(rep: pytest.TestReport) -> str:
 
 # -- gradescope-utils decorators ----------------------------------------------------------------
 
-_GRADESCOPE_DECORATORS = os.path.join("gradescope_utils", "autograder_utils", "decorators.py")
-_SETTERS = {"set_score": "score", "set_leaderboard_value": "leaderboard_value"}
-_SET_VALUES = pytest.StashKey[dict]()
-
-
 @pytest.hookimpl(tryfirst=True)
 def pytest_pyfunc_call(pyfuncitem: pytest.Function):
-    """Run a ``@partial_credit`` / ``@leaderboard`` test with setters of our own.
-
-    gradescope-utils' setters are Python functions that store on the test function, where
-    student code can reach them (swap their ``__code__``, set ``__score__``). Ours are a list's
-    ``append``, a C method with no code to swap, and the value the test passed last counts.
-    """
-    fn, values = pyfuncitem.obj, {}
-    inner = fn
-    while getattr(getattr(inner, "__code__", None), "co_filename", "").endswith(_GRADESCOPE_DECORATORS) \
-            and hasattr(inner, "__wrapped__"):
-        inner = inner.__wrapped__
-    if inner is fn:
-        return None
-    if inspect.ismethod(fn):
-        inner = inner.__get__(fn.__self__)
-    params = inspect.signature(inner).parameters
-    kwargs = {arg: pyfuncitem.funcargs[arg] for arg in pyfuncitem._fixtureinfo.argnames}
-    for setter, key in _SETTERS.items():
-        if setter in params:
-            values[key] = []
-            kwargs[setter] = values[key].append
-    pyfuncitem.stash[_SET_VALUES] = values
-    inner(**kwargs)
-    return True
-
-_DUNDERS = {
-    "__weight__": "weight", "__number__": "number", "__visibility__": "visibility",
-    "__hide_errors__": "hide_errors", "__tags__": "tags", "__score__": "score",
-    "__leaderboard_column__": "leaderboard_column", "__leaderboard_sort_order__": "leaderboard_order",
-    "__leaderboard_value__": "leaderboard_value",
-}
-
-
-def _test_function(item: pytest.Item):
-    return getattr(item, "obj", None)
-
-
-def _reset_gradescope_dunders(item: pytest.Item) -> None:
-    """``set_score`` / ``set_leaderboard_value`` store on the function object and are never reset
-    by gradescope-utils: a stale value would leak into the next case of a parametrised test."""
-    fn = _test_function(item)
-    for name in ("__score__", "__leaderboard_value__"):
-        for target in (fn, getattr(fn, "__func__", None)):
-            if target is not None and name in getattr(target, "__dict__", {}):
-                try:
-                    delattr(target, name)
-                except AttributeError:
-                    pass
-
-
-def _gradescope_dunders(item: pytest.Item) -> dict:
-    fn = _test_function(item)
-    out: dict = {}
-    set_values = item.stash.get(_SET_VALUES, None)
-    for dunder, key in _DUNDERS.items():
-        if set_values is not None and key in _SETTERS.values():
-            given = set_values.get(key)
-            value = given[-1] if given else None  # what the test itself passed last
-        else:
-            value = getattr(fn, dunder, None)
-        if value is None:
-            continue
-        if key == "tags":
-            value = [str(v) for v in value]
-        elif key in ("weight", "score", "leaderboard_value"):
-            try:
-                value = float(value)
-            except (TypeError, ValueError):
-                continue
-        elif key != "hide_errors":
-            value = str(value)
-        out[key] = value
-    marker = item.get_closest_marker("lmgrade_points")
-    if marker and "weight" not in out:
-        out["weight"] = float(marker.args[0])
-    return out
+    return gradescope.run_with_own_setters(pyfuncitem)
 
 
 # -- end of session: write recorded snapshots -----------------------------------------------------
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state = session.config.stash.get(_STATE_KEY, None)
-    if state is None or state.writer is None:
+    if state is None or not isinstance(state.checker, RecordingChecker):
         return
     if state.setup_error:
         session.config._lmgrade_record_error = state.setup_error
@@ -671,7 +636,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.config._lmgrade_record_error = "the reference fails these tests:\n  " + "\n  ".join(state.record_failures)
         session.exitstatus = 1
         return
-    state.writer.write()
+    state.checker.writer.write()
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
@@ -679,8 +644,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     err = getattr(config, "_lmgrade_record_error", None)
     if err:
         terminalreporter.write_line(f"lmgrade: snapshots NOT written: {err}", red=True)
-    elif state and state.writer is not None:
-        terminalreporter.write_line(f"lmgrade: snapshots written for variant {state.writer.variant}")
+    elif state and isinstance(state.checker, RecordingChecker):
+        terminalreporter.write_line(f"lmgrade: snapshots written for variant {state.checker.writer.variant}")
     if state and state.staged and state.staged.notes:
         for note in state.staged.notes:
             terminalreporter.write_line(f"lmgrade: {note}")

@@ -12,7 +12,26 @@ import torch
 
 from grader.guards import count_ops, forbid
 
-__all__ = ["assert_causal", "assert_loss_decreases", "assert_no_loop", "count_ops", "forbid"]
+__all__ = ["assert_causal", "assert_loss_decreases", "assert_no_loop", "count_ops", "forbid", "op_counts",
+           "perturb_after"]
+
+
+def op_counts(run: Callable[[int], object], sizes: Sequence[int] = (8, 16)) -> list[int]:
+    """The number of tensor operations ``run(n)`` dispatches at each size: the raw observation
+    the parent's ``no_growth`` rule judges (``snapshot.judge(key, counts, "no_growth", sizes=...)``)."""
+    return [count_ops(run, n)[0] for n in sizes]
+
+
+def perturb_after(tokens: torch.Tensor, position: int, vocab_size: int,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """A copy of the (B, S) ``tokens`` with every token after ``position`` changed: the input of
+    the second half of a causality observation (``prefix_unchanged``)."""
+    changed = tokens.clone()
+    tail = changed[:, position + 1:]
+    if tail.numel() == 0:
+        raise ValueError("position must leave at least one later token to change")
+    changed[:, position + 1:] = (tail + 1 + torch.randint(0, vocab_size - 1, tail.shape, generator=generator)) % vocab_size
+    return changed
 
 
 def assert_no_loop(run: Callable[[int], object], sizes: Sequence[int] = (8, 16), *, what: str = "the sequence length",

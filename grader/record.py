@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 from grader.assignment import Assignment
-from grader.runner import _pytest_command, _tail, child_env
+from grader.runner import child_env, pytest_command, tail_of
 from grader.snapshots import DEFAULT_VARIANT, write_manifest
 from grader.submission import stage
 
@@ -40,12 +40,11 @@ def _record_variant(assignment, variant, overlays, work: Path, out: Path, timeou
     if staged.errors:
         raise RecordError(f"variant {variant}: the reference is incomplete: {staged.errors}")
     outcomes = work / "outcomes.jsonl"
-    cmd = _pytest_command(assignment, staged.path, float(timeout or assignment.timeout) * 4,
-                          [str(assignment.suite_dir)], (), outcomes=outcomes, record_variant=variant,
-                          snapshots=out)
+    cmd = pytest_command(assignment, staged.path, float(timeout or assignment.timeout) * 4,
+                         [str(assignment.suite_dir)], outcomes=outcomes, record=variant, snapshots=out)
     log = work / "record.log"
     with open(log, "wb") as fh:
         rc = subprocess.call(cmd, cwd=staged.path, stdout=fh, stderr=subprocess.STDOUT,
                              stdin=subprocess.DEVNULL, env=child_env())
     if rc != 0:
-        raise RecordError(f"recording variant {variant!r} failed (pytest exit code {rc}):\n{_tail(log)}")
+        raise RecordError(f"recording variant {variant!r} failed (pytest exit code {rc}):\n{tail_of(log)}")

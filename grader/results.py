@@ -14,13 +14,13 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-from grader.runner import GradeReport, TestResult
+from grader.report import GradeReport, TestResult
 
 MAX_TEST_OUTPUT = 20_000
 MAX_OUTPUT = 90_000  # under Gradescope's 100,000 with room for its own truncation marker
 STATUS_WORDS = {
     "passed": "passed", "failed": "failed", "error": "error", "skipped": "skipped",
-    "timeout": "timed out", "crashed": "crashed", "not run": "did not run",
+    "timeout": "timed out", "crashed": "crashed", "not run": "not run",
 }
 
 
@@ -32,6 +32,8 @@ def build_results(report: GradeReport) -> dict:
         for t in report.tests if "leaderboard_column" in t.extra
     ]
     lines = [f"{report.assignment.title}", f"Autograded score: {report.score:g} / {report.max_score:g}"]
+    if report.interrupted:
+        lines.append("INTERRUPTED: grading was stopped before it finished; tests that did not run score 0.")
     lines += [f"Note: {n}" for n in report.notes]
     results = {
         "score": report.score,

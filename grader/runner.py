@@ -1,18 +1,17 @@
-"""Grade one submission: stage it, run the suite in a child process, score from the rubric.
+"""Grade one submission: stage it, run the suite in a watched child process, score the evidence.
 
-This is the trusted parent. It never imports student code, torch or the suite; it holds the
-snapshots (numpy + safetensors) and the rubric. The child is ``python -I -m pytest`` with the
-lmgrade plugin, started through ``grader.sandbox`` (limits; under root, a uid of its own that
-cannot read the snapshots, the rubric or the reference). Over the oracle channel
-(``grader.oracle``) the child reports test events and sends every checked value; the parent
-compares and answers.
+This is the trusted parent's process supervisor. It never imports student code, torch or the
+suite. The child is pytest with the lmgrade plugin, started through ``grader.sandbox`` (a keeper
+process that sets the limits, under root drops to a uid of its own, and reaps everything the
+child starts). Over the oracle channel (``grader.oracle``) the child reports test events and
+sends every value a test checks; the oracle enforces the protocol and compares, and scoring
+(``grader.report``) uses only the oracle's record.
 
-The parent watches the child: a test that runs past its timeout or its CPU allowance gets the
-child's processes killed, and a child that dies (segfault, ``os._exit``, out of memory) is
-restarted on the tests that have not run, so one bad test costs only its own points. After
-each test every process that test started is killed. Points come from the rubric, and a test
-earns them only if pytest passed it and the parent saw every key the reference recorded for
-it checked and matched. SIGTERM stops the run cleanly and results.json is still written.
+The supervisor watches the child: a test that runs past its timeout or its CPU allowance gets the
+run's processes killed, and a child that dies (segfault, ``os._exit``, out of memory) or breaks
+the protocol is replaced by a fresh one on the tests that have not run, so one bad test costs only
+its own points. After each test, every process that test started is killed. SIGTERM and SIGINT
+stop the run cleanly, and results.json is still written, saying the run was interrupted.
 """
 
 from __future__ import annotations
@@ -27,162 +26,152 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from grader import project_root
-from grader.assignment import Assignment, TestSpec, child_view
+from grader.assignment import Assignment, child_view
+from grader.childargs import child_args
 from grader.oracle import MAX_LINE, OracleServer, new_token
+from grader.report import GradeReport, score
 from grader.sandbox import (
     RUN_ENV,
     Sandbox,
     SandboxError,
-    cpu_seconds,
+    become_subreaper,
+    forget_keeper,
     give,
     kill_run,
+    lock_down,
     open_sandbox,
-    protect,
-    secret_paths,
-    temp_root,
+    private_tmp_targets,
+    register_keeper,
+    run_cpu_seconds,
+    run_folder,
+    tree_disk_use,
     wrapper_command,
 )
 from grader.snapshots import SnapshotStore
-from grader.submission import StagedSubmission, SubmissionError, stage
+from grader.submission import StagedSubmission, stage
 
 MAX_RESTARTS = 25
 GRACE_SECONDS = 5.0  # on top of the per-test timeout, for pytest-timeout to fail the test itself
 TIMING_SLACK = 1.0  # seconds of reporting overhead allowed past the timeout before the parent fails a test
 CPU_FACTOR = 2.0  # a test may use this many CPU-seconds per second of its timeout
 POLL_SECONDS = 0.05
+DISK_POLL_SECONDS = 2.0
 READ_CHUNK = 1 << 20
 OUTPUT_LIMIT = 256 * 2**20  # bytes the child may print outside the tests' captured output
+DISK_LIMIT = 2 * 2**30  # bytes the run may keep in its staged folder and home
+DEFAULT_BUDGET = 1800.0  # seconds for a whole `lmgrade grade` run unless told otherwise
 LOG_TAIL = 3000
 MAX_MESSAGE = 4000
 MAX_STDOUT = 4000
 SECRET_ENV = ("GRADESCOPE_TOKEN", "OTTER_TOKEN")
+INTERRUPTED = "grading was interrupted"
 
 
-@dataclass
-class TestResult:
-    __test__ = False
+@dataclass(frozen=True)
+class GradeOptions:
+    """How to grade: everything ``grade`` needs beyond the assignment and the submission.
 
-    test_id: str
-    outcome: str  # passed | failed | error | skipped | timeout | crashed | not run
-    message: str = ""
-    stdout: str = ""
-    duration: float = 0.0
-    score: float = 0.0
-    max_score: float = 0.0
-    question: str = ""
-    question_name: str = ""
-    visibility: str = "visible"
-    extra: dict = field(default_factory=dict)  # gradescope-utils decorator values
+    ``secure`` (the default) is the trusted-parent / untrusted-child path: the child never sees a
+    snapshot and, under root, runs as a uid of its own. ``secure=False`` lets the child compare
+    with the snapshots itself (trusted code only: benchmarks). ``budget`` caps the run's wall
+    clock in seconds (tests not finished by then score 0); None means ``DEFAULT_BUDGET``.
+    """
 
-    @property
-    def passed(self) -> bool:
-        return self.outcome == "passed" and self.score >= self.max_score
-
-
-@dataclass
-class GradeReport:
-    assignment: Assignment
-    submission: str
-    tests: list[TestResult]
-    notes: list[str]
-    execution_time: float
-    log_tail: str = ""
-
-    @property
-    def score(self) -> float:
-        return round(sum(t.score for t in self.tests), 6)
-
-    @property
-    def max_score(self) -> float:
-        return round(sum(t.max_score for t in self.tests), 6)
+    base: Path | None = None  # the reference, for mutants and variants
+    overlays: tuple[Path, ...] = ()
+    results_path: Path | None = None
+    timeout: float | None = None
+    pytest_args: tuple[str, ...] = ()
+    label: str | None = None
+    secure: bool = True
+    limits: dict | None = None
+    budget: float | None = None
 
 
-def grade(
-    assignment: Assignment,
-    submission: Path | None,
-    *,
-    base: Path | None = None,
-    overlays: tuple[Path, ...] = (),
-    results_path: Path | None = None,
-    timeout: float | None = None,
-    pytest_args: tuple[str, ...] = (),
-    label: str | None = None,
-    secure: bool = True,
-    limits: dict | None = None,
-    budget: float | None = None,
-) -> GradeReport:
+def grade(assignment: Assignment, submission: Path | None, options: GradeOptions | None = None,
+          **overrides) -> GradeReport:
     """Grade ``submission`` (a folder) and, if asked, write Gradescope's results.json.
 
-    ``secure`` (the default) is the trusted-parent / untrusted-child path: the child never sees
-    a snapshot and, under root, runs as a uid of its own. ``secure=False`` lets the child compare
-    with the snapshots itself (trusted code only: recording checks, benchmarks). ``budget`` caps
-    the whole run's wall clock in seconds: tests not finished by then score 0.
+    ``overrides`` are fields of ``GradeOptions`` (``grade(a, path, timeout=5)``).
     """
+    opts = replace(options or GradeOptions(), **overrides)
     started = time.time()
     notes: list[str] = []
     events: dict[str, dict] = {}
     oracle: OracleServer | None = None
     log_tail = ""
-    stop = _StopOnSigterm()
-    with stop, tempfile.TemporaryDirectory(prefix="lmgrade-", dir=temp_root()) as tmp:
+    stop = _StopOnSignal()
+    become_subreaper()
+    with stop, tempfile.TemporaryDirectory(prefix="lmgrade-", dir=run_folder()) as tmp:
         tmp_path = Path(tmp)
-        try:
-            staged = stage(assignment, submission, tmp_path / "submission", base=base, overlays=overlays)
-        except SubmissionError as err:
-            staged = None
-            notes.append(str(err))
+        staged = _stage(assignment, submission, tmp_path, opts, notes)
         if staged is not None:
-            notes += list(staged.notes) + [f"{alias}: {msg}" for alias, msg in staged.errors.items()]
             on_progress = None
-            if results_path is not None:
+            if opts.results_path is not None:
                 def on_progress(evts, oracle_now):  # a global kill still leaves the tests so far
-                    _write_partial(assignment, evts, notes, started, results_path, label, oracle_now)
-            run = SuiteRun(assignment, staged, tmp_path, timeout=timeout, pytest_args=pytest_args,
-                           secure=secure, limits=limits, stop=stop, on_progress=on_progress, budget=budget)
+                    write = _results_writer()
+                    write(score(assignment, evts, notes, time.time() - started, opts.label or "", oracle=oracle_now),
+                          opts.results_path)
+            run = SuiteRun(assignment, staged, tmp_path, opts, stop=stop, on_progress=on_progress)
             try:
                 events, log_tail = run.run()
             except SandboxError as err:
                 notes.append(f"secure grading could not be set up, so nothing was run: {err}")
             oracle = run.oracle
-            notes += run.notes
-        report = score(assignment, events, notes, time.time() - started, label or str(submission), oracle=oracle)
+            notes += run.notes.as_list()
+        report = score(assignment, events, notes, time.time() - started, opts.label or str(submission), oracle=oracle)
         report.log_tail = log_tail
-    if results_path is not None:
-        from grader.results import write_results
-
-        write_results(report, results_path)
+        report.interrupted = stop.requested
+    if opts.results_path is not None:
+        _results_writer()(report, opts.results_path)
     return report
 
 
-def _write_partial(assignment, events, notes, started, path, label, oracle) -> None:
+def _results_writer():
     from grader.results import write_results
 
-    write_results(score(assignment, events, notes, time.time() - started, label or "", oracle=oracle), path)
+    return write_results
 
 
-class _StopOnSigterm:
-    """While grading in the main thread, SIGTERM (Gradescope's or `timeout`'s) stops the run
-    cleanly: the child's processes are killed and results.json is finalised."""
+def _stage(assignment, submission, tmp_path: Path, opts: GradeOptions, notes: list[str]) -> StagedSubmission | None:
+    """Stage the submission; any failure of staging becomes a note, never an exception."""
+    try:
+        staged = stage(assignment, submission, tmp_path / "submission", base=opts.base, overlays=opts.overlays)
+    except Exception as err:  # noqa: BLE001 - a submission must never crash the grader
+        notes.append(f"the submission could not be staged: {type(err).__name__}: {str(err)[:400]}")
+        return None
+    notes += list(staged.notes) + [f"{alias}: {msg}" for alias, msg in staged.errors.items()]
+    return staged
+
+
+class _StopOnSignal:
+    """While grading in the main thread, SIGTERM (Gradescope's or `timeout`'s) and SIGINT
+    (Ctrl-C) stop the run cleanly: the child's processes are killed and results.json is
+    finalised, saying the run was interrupted."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self) -> None:
         self.requested = False
-        self._old = None
+        self.signal_name = ""
+        self._old: dict = {}
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGTERM, self._handle)
+            for sig in self.SIGNALS:
+                self._old[sig] = signal.signal(sig, self._handle)
         return self
 
     def _handle(self, signum, frame) -> None:
         self.requested = True
+        self.signal_name = signal.Signals(signum).name
 
     def __exit__(self, *exc) -> None:
-        if self._old is not None:
-            signal.signal(signal.SIGTERM, self._old)
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
 
 
 class _BoundedLog:
@@ -207,26 +196,27 @@ class _BoundedLog:
 
 
 class SuiteRun:
-    """One grading run of a staged submission: children started, watched, restarted, cleaned up."""
+    """One grading run of a staged submission: children started, watched, replaced, cleaned up."""
 
-    def __init__(self, assignment: Assignment, staged: StagedSubmission, workdir: Path, *,
-                 timeout: float | None = None, pytest_args: tuple[str, ...] = (), secure: bool = True,
-                 limits: dict | None = None, stop: _StopOnSigterm | None = None, on_progress=None,
-                 budget: float | None = None):
-        self.assignment, self.staged, self.workdir = assignment, staged, workdir
-        self.per_test = float(timeout or assignment.timeout)
-        self.pytest_args, self.secure, self.limits = pytest_args, secure, limits
+    def __init__(self, assignment: Assignment, staged: StagedSubmission, workdir: Path, opts: GradeOptions, *,
+                 stop: _StopOnSignal | None = None, on_progress=None):
+        self.assignment, self.staged, self.workdir, self.opts = assignment, staged, workdir, opts
+        self.per_test = float(opts.timeout or assignment.timeout)
         self.stop, self.on_progress = stop, on_progress
+        budget = opts.budget if opts.budget is not None else DEFAULT_BUDGET
         self.deadline = time.time() + budget if budget else None
-        self.events: dict[str, dict] = {}
-        self.notes: list[str] = []
-        self.oracle: OracleServer | None = None
-        self.collected: list[str] | None = None
+        self.oracle = OracleServer(None, new_token())
+        self.notes = self.oracle.notes
         self.log = _BoundedLog()
+        self.private_tmp: list[str] = []
+
+    @property
+    def events(self) -> dict[str, dict]:
+        return self.oracle.results
 
     # -- set-up --------------------------------------------------------------------------------
     def _prepare(self, box: Sandbox) -> list[str]:
-        """Close the secrets, hand the child its folders; return the plugin's extra options."""
+        """Close everything but the allow-list, hand the child its folders; the plugin's options."""
         home = self.workdir / "home"
         home.mkdir(exist_ok=True)
         config = self.workdir / "child-config.json"
@@ -237,31 +227,39 @@ class SuiteRun:
             give(home, box.uid)
             needed = [self.assignment.suite_dir, self.staged.path] + \
                 [p for p in (self.assignment.fixtures_dir,) if p.is_dir()]
-            protect(secret_paths([self.assignment.root, project_root()]), box.uid, needed=needed)
-        elif self.secure:
-            self.notes.append("not graded as root: the submission ran as the current user, without a uid of "
-                              "its own, so it could read what this user can read (on Gradescope it cannot)")
-        extra = ["--lmgrade-config", str(config)]
-        if not self.secure:
-            extra += ["--lmgrade-snapshots", str(self.assignment.snapshots_dir)]
-        return extra
+            lock_down([self.assignment.root], box.uid, needed=needed, python=self.child_python())
+            self.private_tmp = private_tmp_targets(box, [*needed, self.workdir, _prefix(self.child_python())])
+            if "/tmp" not in self.private_tmp:
+                self.notes.add("/tmp could not be made private to this run (the suite or the run lives there): "
+                               "what the submission leaves there is removed at the end instead")
+        elif self.opts.secure:
+            self.notes.add("not graded as root: the submission ran as the current user, without a uid of its own, "
+                           "so it could read what this user can read (on Gradescope it cannot)")
+        return child_args(config=config)
+
+    def child_python(self) -> str:
+        return sys.executable
 
     def run(self) -> tuple[dict[str, dict], str]:
-        store = SnapshotStore(self.assignment.snapshots_dir) if self.secure else None
-        self.oracle = OracleServer(store, new_token())
-        box = open_sandbox(new_token(), limits=self.limits) if self.secure else Sandbox(token=new_token())
+        if self.opts.secure:
+            from grader.judges import load_rulebook
+
+            self.oracle.store = SnapshotStore(self.assignment.snapshots_dir, rules=load_rulebook(self.assignment.suite_dir))
+        box = open_sandbox(new_token(), limits=self.opts.limits) if self.opts.secure else Sandbox(token=new_token())
         try:
             extra = self._prepare(box)
+            if not self.opts.secure:
+                extra += child_args(snapshots=self.assignment.snapshots_dir)
             self._run_children(box, extra)
         finally:
             box.release()
         if self.oracle.rejected:
-            self.notes.append(f"{self.oracle.rejected} messages on the grader's channel did not come from the "
-                              "grader and were ignored")
-        if self.collected:
-            for t in self.collected:
-                self.events.setdefault(t, {"event": "result", "test": t, "outcome": "not run",
-                                           "message": "this test did not run", "stdout": ""})
+            self.notes.add(f"{self.oracle.rejected} messages on the grader's channel did not come from the grader "
+                           "or broke its protocol, and were ignored")
+        why_unrun = INTERRUPTED if self.stop is not None and self.stop.requested else "this test did not run"
+        for t in self.oracle.collected or ():
+            self.events.setdefault(t, {"event": "result", "test": t, "outcome": "not run",
+                                       "message": why_unrun, "stdout": ""})
         return self.events, self.log.text()
 
     def _run_children(self, box: Sandbox, extra: list[str]) -> None:
@@ -271,22 +269,24 @@ class SuiteRun:
             args = [str(suite / t) for t in remaining] if remaining is not None else [str(suite)]
             child = _Child(self, box, args, extra)
             child.run()
-            if child.running is not None and child.running not in self.events:
-                self._record(child.running, child.why_stopped or
+            running = self.oracle.running
+            if running is not None and running not in self.events:
+                self._record(running, child.why_stopped or
                              f"the test process died while running this test ({_describe_exit(child.rc)})",
                              "timeout" if child.timed_out else "crashed")
+            self.oracle.running = None
             if self.stop is not None and self.stop.requested:
-                self.notes.append("grading was stopped (SIGTERM) before every test had run")
+                self.notes.add(f"{INTERRUPTED} ({self.stop.signal_name}) before every test had run")
                 return
             if self.deadline is not None and time.time() > self.deadline:
-                self.notes.append("the run used up its time budget before every test had run")
+                self.notes.add("the run used up its time budget before every test had run")
                 return
-            if self.collected is None:  # the suite itself could not start; scored as not run
+            if self.oracle.collected is None:  # the suite itself could not start; scored as not run
                 last = [ln for ln in self.log.text().splitlines() if ln.strip()][-6:]
-                self.notes.append("the tests could not be collected" + (": " + " | ".join(last) if last else ""))
+                self.notes.add("the tests could not be collected" + (": " + " | ".join(last) if last else ""))
                 return
-            remaining = [t for t in self.collected if t not in self.events]
-            if not remaining or not child.progressed or (child.running is None and child.rc in (0, 1)
+            remaining = [t for t in self.oracle.collected if t not in self.events]
+            if not remaining or not child.progressed or (running is None and child.rc in (0, 1)
                                                           and not child.restart):
                 return
 
@@ -298,21 +298,20 @@ class SuiteRun:
 
 
 class _Child:
-    """One pytest child: started through the sandbox wrapper, its channel and output watched."""
+    """One pytest child: started through the sandbox keeper, its channel and output watched."""
 
     def __init__(self, run: SuiteRun, box: Sandbox, args: list[str], extra: list[str]):
         self.r, self.box = run, box
-        self.cmd = _pytest_command(run.assignment, run.staged.path, run.per_test, args, run.pytest_args,
-                                   extra=extra)
+        self.cmd = pytest_command(run.assignment, run.staged.path, run.per_test, args, run.opts.pytest_args,
+                                  extra=extra, python=run.child_python())
         self.rc: int | None = None
-        self.running: str | None = None
-        self.running_since = 0.0
-        self.cpu_at_start = 0.0
         self.timed_out = False
         self.why_stopped: str | None = None
         self.progressed = False
         self.restart = False
+        self.cpu_at_start = 0.0
         self._buffer = b""
+        self._disk_checked = 0.0
 
     def run(self) -> None:
         ev_r, ev_w = os.pipe()
@@ -320,23 +319,24 @@ class _Child:
         out_r, out_w = os.pipe()
         env = child_env(home=self.r.workdir / "home")
         env[RUN_ENV] = self.box.token
-        oracle_arg = ["--lmgrade-oracle", f"{ev_w},{rp_r}"]
+        oracle_arg = child_args(oracle=f"{ev_w},{rp_r}")
         try:
             self.proc = subprocess.Popen(
-                wrapper_command(self.box, self.cmd + oracle_arg), cwd=self.r.staged.path,
+                wrapper_command(self.box, self.cmd + oracle_arg, self.r.private_tmp), cwd=self.r.staged.path,
                 stdin=subprocess.DEVNULL, stdout=out_w, stderr=out_w, env=env, pass_fds=(ev_w, rp_r),
                 start_new_session=True)
         finally:
             for fd in (ev_w, rp_r, out_w):
                 os.close(fd)
+        register_keeper(self.proc.pid)
         os.set_blocking(rp_w, False)
         self._reply_fd = rp_w
         self._reply({"token": self.r.oracle.token}, raw=True)
         try:
             self._watch(ev_r, out_r)
         finally:
-            _kill_group(self.proc)
-            kill_run(self.box, keep=None)  # nothing the child started outlives it
+            self._kill_all()  # nothing the child started outlives it
+            forget_keeper(self.proc.pid)
             for fd in (ev_r, out_r, rp_w):
                 os.close(fd)
 
@@ -345,6 +345,7 @@ class _Child:
         sel.register(ev_r, selectors.EVENT_READ, "events")
         sel.register(out_r, selectors.EVENT_READ, "output")
         open_fds = 2
+        r = self.r
         while True:
             for key, _ in sel.select(timeout=POLL_SECONDS):
                 chunk = os.read(key.fd, READ_CHUNK)
@@ -354,39 +355,55 @@ class _Child:
                 elif key.data == "events":
                     self._feed_events(chunk)
                 else:
-                    self.r.log.feed(chunk)
-                    if self.r.log.total > OUTPUT_LIMIT:
+                    r.log.feed(chunk)
+                    if r.log.total > OUTPUT_LIMIT:
                         self._stop(f"the test process printed more than {OUTPUT_LIMIT // 2**20} MB", timeout=False)
             self.rc = self.proc.poll()
             if self.rc is not None and open_fds == 0:
                 break
             if self.rc is not None and open_fds and not sel.select(timeout=0):
                 break  # the child is gone; a grandchild may hold the pipes open
-            if self.r.stop is not None and self.r.stop.requested:
-                self._stop("grading was stopped (SIGTERM) while this test ran", timeout=False)
+            if r.stop is not None and r.stop.requested:
+                self._stop(f"{INTERRUPTED} while this test ran", timeout=False)
                 break
             if self.restart:
                 self._stop("", timeout=False)
                 break
-            if self.r.deadline is not None and time.time() > self.r.deadline:
+            if r.deadline is not None and time.time() > r.deadline:
                 self._stop("the run's time budget ran out while this test ran", timeout=True)
                 break
-            if self.running is not None:
-                elapsed = time.time() - self.running_since
-                if elapsed > self.r.per_test + GRACE_SECONDS:
-                    self._stop(f"timed out after {self.r.per_test:g} s", timeout=True)
+            if self._over_disk_limit():
+                self._stop(f"the run wrote more than {DISK_LIMIT // 2**30} GB to disk", timeout=False)
+                break
+            running = r.oracle.running
+            if running is not None:
+                elapsed = time.time() - r.oracle.started[running]
+                if elapsed > r.per_test + GRACE_SECONDS:
+                    self._stop(f"timed out after {r.per_test:g} s", timeout=True)
                     break
-                used = cpu_seconds(self.proc.pid) - self.cpu_at_start
-                if used > CPU_FACTOR * self.r.per_test + GRACE_SECONDS:
-                    self._stop(f"used more than {CPU_FACTOR * self.r.per_test:g} s of CPU time", timeout=True)
+                used = run_cpu_seconds(self.proc.pid) - self.cpu_at_start
+                if used > CPU_FACTOR * r.per_test + GRACE_SECONDS:
+                    self._stop(f"used more than {CPU_FACTOR * r.per_test:g} s of CPU time", timeout=True)
                     break
         sel.close()
 
+    def _over_disk_limit(self) -> bool:
+        now = time.time()
+        if now - self._disk_checked < DISK_POLL_SECONDS:
+            return False
+        self._disk_checked = now
+        return tree_disk_use([self.r.staged.path, self.r.workdir / "home"], DISK_LIMIT) > DISK_LIMIT
+
     def _stop(self, why: str, *, timeout: bool) -> None:
         self.timed_out, self.why_stopped = timeout, why
-        _kill_group(self.proc)
-        kill_run(self.box, keep=None)
+        self._kill_all()
         self.rc = self.proc.wait()
+
+    def _kill_all(self) -> None:
+        """The keeper's descendants first (while it still holds the orphans), then the keeper."""
+        kill_run(self.box, root_pid=self.proc.pid, keep=(self.proc.pid,))
+        _kill_group(self.proc)
+        kill_run(self.box, root_pid=None, keep=())
 
     def _feed_events(self, chunk: bytes) -> None:
         self._buffer += chunk
@@ -397,47 +414,31 @@ class _Child:
         *lines, self._buffer = self._buffer.split(b"\n")
         for line in lines:
             msg = self.r.oracle.parse(line)
-            if msg is not None:
+            if msg is not None and not self.restart:  # a child being replaced is not heard from again
                 self._handle(msg)
 
     def _handle(self, msg: dict) -> None:
-        if self.restart:
-            return  # this child is being replaced: what it sends after that result is not used
-        r, kind, test = self.r, msg["event"], msg.get("test")
-        if kind == "collected" and r.collected is None and isinstance(msg.get("tests"), list):
-            r.collected = [t for t in msg["tests"] if isinstance(t, str)]
-        elif kind == "start" and r.collected and test in r.collected and test not in r.events:
-            self.running, self.running_since = test, time.time()
-            self.cpu_at_start = cpu_seconds(self.proc.pid)
-            r.oracle.reset(test)
+        r = self.r
+        now = time.time()
+        out = r.oracle.handle(msg, now, result_filter=_clean_result)
+        if out.reply is not None:
+            self._reply(out.reply)
+        if out.started is not None:
+            self.cpu_at_start = run_cpu_seconds(self.proc.pid)
             self.progressed = True
-        elif kind == "check":
-            key = msg.get("key")
-            if test != self.running or self.running is None:
-                r.oracle.rejected += 1
-                answer = {"ok": False, "message": "not the running test"}
-            else:
-                answer = r.oracle.check(test, msg)
-            self._reply({**answer, "key": key})
-        elif kind == "result" and test is not None and test == self.running:
-            r.events[test] = _clean_result(msg)
-            took = time.time() - self.running_since
+        if out.finished is not None:
+            test = out.finished
+            took = now - r.oracle.started[test]
             if took > r.per_test + max(TIMING_SLACK, 0.05 * r.per_test):
                 # the parent's clock decides: pytest-timeout's alarm can be swallowed (a fork
                 # handler, a C extension) and a test must not pass by outlasting it
-                r.events[test].update(outcome="timeout", score=None,
-                                      message=f"took {took:.1f} s, over its timeout of {r.per_test:g} s")
-            self.running = None
+                r.events[test].update(outcome="timeout", message=f"took {took:.1f} s, over its timeout of {r.per_test:g} s")
             self.restart = msg.get("restart") is True  # the rest of the tests get a fresh child
-            kill_run(self.box, keep=self.proc.pid)  # what this test started ends with it
-            if r.on_progress:
-                r.on_progress(r.events, r.oracle)
-        elif kind == "note" and isinstance(msg.get("text"), str):
-            note = msg["text"][:500]
-            if note not in r.notes:
-                r.notes.append(note)
-        else:
-            r.oracle.rejected += 1
+            kill_run(self.box, root_pid=self.proc.pid, keep=(self.proc.pid, _test_process(self.proc.pid)))
+        if out.violation is not None:
+            self.restart = True
+        if (out.finished is not None or out.violation is not None) and r.on_progress:
+            r.on_progress(r.events, r.oracle)
 
     def _reply(self, msg: dict, raw: bool = False) -> None:
         data = (json.dumps(msg) + "\n").encode() if raw else self.r.oracle.frame(msg)
@@ -447,9 +448,24 @@ class _Child:
             pass  # the child is not reading its answers: its own checks will time out
 
 
+def _prefix(python: str) -> Path:
+    path = Path(os.path.abspath(python))
+    return path.parent.parent if path.parent.name == "bin" else path.parent
+
+
+def _test_process(keeper_pid: int) -> int | None:
+    """The pytest process under the sandbox keeper (its first child)."""
+    try:
+        with open(f"/proc/{keeper_pid}/task/{keeper_pid}/children", encoding="ascii") as f:
+            kids = f.read().split()
+        return int(kids[0]) if kids else None
+    except (OSError, ValueError):
+        return None
+
+
 RESULT_OUTCOMES = ("passed", "failed", "error", "skipped")
-DECORATOR_KEYS = ("weight", "number", "visibility", "tags", "hide_errors", "leaderboard_column",
-                  "leaderboard_order", "leaderboard_value", "score")
+CHILD_KEYS = ("visibility", "hide_errors", "tags", "leaderboard_column", "leaderboard_order",
+              "leaderboard_value", "score")
 
 
 def _clean_result(msg: dict) -> dict:
@@ -461,37 +477,34 @@ def _clean_result(msg: dict) -> dict:
         out["duration"] = float(msg.get("duration", 0.0))
     except (TypeError, ValueError):
         out["duration"] = 0.0
-    for k in DECORATOR_KEYS:
+    for k in CHILD_KEYS:
         v = msg.get(k)
-        if k in ("weight", "score", "leaderboard_value"):
+        if k in ("score", "leaderboard_value"):
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
                 out[k] = float(v)
         elif k == "tags":
             if isinstance(v, list):
                 out[k] = [str(x)[:100] for x in v[:20]]
+        elif k == "hide_errors":
+            if isinstance(v, (str, bool)) and v:
+                out[k] = v if isinstance(v, bool) else v[:1000]
         elif isinstance(v, str):
             out[k] = v[:1000]
     return out
 
 
-def _pytest_command(assignment, staged_path, per_test, args, pytest_args, *, extra=(), outcomes=None,
-                    record_variant=None, snapshots=None):
+def pytest_command(assignment: Assignment, staged_path: Path, per_test: float, targets: list[str],
+                   pytest_args=(), *, extra=(), python: str | None = None, **flags) -> list[str]:
+    """The test process's command line; ``flags`` are plugin options (``grader.childargs``)."""
     ini = staged_path.parent / "pytest.ini"
     ini.write_text("[pytest]\n", encoding="utf-8")  # keep any pyproject/pytest.ini around out of the run
-    cmd = [
-        sys.executable, "-I", "-m", "pytest", *args,
+    return [
+        python or sys.executable, "-I", "-m", "pytest", *targets,
         "-p", "grader.plugin", "-p", "no:cacheprovider", "-c", str(ini),
         "--rootdir", str(assignment.suite_dir), "-q", "-rN", "--no-header", "--import-mode=importlib",
-        "--lmgrade-assignment", assignment.id, "--submission", str(staged_path), "--lmgrade-staged",
+        *child_args(assignment=assignment.id, submission=staged_path, staged=True, **flags),
         f"--timeout={per_test:g}", "--timeout-method=signal", *extra, *pytest_args,
     ]
-    if outcomes:
-        cmd += ["--lmgrade-outcomes", str(outcomes)]
-    if record_variant:
-        cmd += ["--lmgrade-record", record_variant]
-    if snapshots:
-        cmd += ["--lmgrade-snapshots", str(snapshots)]
-    return cmd
 
 
 def child_env(home: Path | None = None) -> dict[str, str]:
@@ -503,6 +516,7 @@ def child_env(home: Path | None = None) -> dict[str, str]:
         "WANDB_MODE": "disabled", "WANDB_SILENT": "true", "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
         "TQDM_DISABLE": "1",  # progress bars would fill the "your code printed" section
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
         "OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", "1"),
     })
     if home is not None:
@@ -533,66 +547,9 @@ def _describe_exit(rc: int | None) -> str:
     return f"exit code {rc}"
 
 
-def _tail(path: Path) -> str:
+def tail_of(path: Path) -> str:
     try:
         data = path.read_bytes()[-LOG_TAIL:]
     except OSError:
         return ""
     return data.decode("utf-8", errors="replace")
-
-
-# -- scoring ------------------------------------------------------------------------------------
-
-def score(assignment: Assignment, events: dict[str, dict], notes: list[str], elapsed: float, label: str,
-          oracle: OracleServer | None = None) -> GradeReport:
-    """Turn result events into points. The rubric decides points; the child only reports, and
-    with an ``oracle`` a pass counts only if the parent's own record of the checks agrees."""
-    by_base: dict[str, list[dict]] = {}
-    for test_id, ev in events.items():
-        by_base.setdefault(test_id.split("[", 1)[0], []).append(ev)
-    results: list[TestResult] = []
-    listed: set[str] = set()
-    for spec in assignment.tests:
-        listed.add(spec.test_id)
-        cases = by_base.get(spec.test_id)
-        if not cases:
-            results.append(_result(spec, spec.test_id, {"outcome": "not run", "message": "this test did not run"},
-                                   spec.points, assignment))
-            continue
-        share = spec.points / len(cases)
-        for ev in sorted(cases, key=lambda e: e["test"]):
-            results.append(_result(spec, ev["test"], _with_evidence(ev, oracle), share, assignment))
-    for base, cases in by_base.items():
-        if base in listed:
-            continue
-        for ev in cases:  # not in the rubric: points only from a gradescope-utils @weight
-            spec = TestSpec(test_id=base, points=float(ev.get("weight") or 0.0), question="", question_name="")
-            results.append(_result(spec, ev["test"], _with_evidence(ev, oracle), spec.points, assignment))
-    return GradeReport(assignment=assignment, submission=label, tests=results, notes=notes, execution_time=elapsed)
-
-
-def _with_evidence(ev: dict, oracle: OracleServer | None) -> dict:
-    if oracle is None or ev.get("outcome") != "passed":
-        return ev
-    why = oracle.verdict(ev["test"])
-    return ev if why is None else {**ev, "outcome": "failed", "message": why, "score": None}
-
-
-def _result(spec: TestSpec, test_id: str, ev: dict, max_score: float, assignment: Assignment) -> TestResult:
-    outcome = ev.get("outcome", "not run")
-    earned = max_score if outcome == "passed" else 0.0
-    extra = {k: ev[k] for k in ("number", "visibility", "tags", "hide_errors", "leaderboard_column",
-                                "leaderboard_order", "leaderboard_value") if k in ev}
-    if outcome == "passed" and ev.get("score") is not None:
-        # @partial_credit: the test reports its own score; clamp it into [0, max] so a test
-        # cannot award more than the rubric allows.
-        earned = min(max(float(ev["score"]), 0.0), max_score)
-    message = ev.get("message", "")
-    if outcome == "passed" and earned < max_score:
-        message = message or f"partial credit: {earned:g} of {max_score:g}"
-    return TestResult(
-        test_id=test_id, outcome=outcome, message=message, stdout=ev.get("stdout", ""),
-        duration=float(ev.get("duration", 0.0)), score=round(earned, 6), max_score=round(max_score, 6),
-        question=spec.question, question_name=spec.question_name,
-        visibility=extra.pop("visibility", None) or assignment.visibility_for(test_id), extra=extra,
-    )

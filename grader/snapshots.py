@@ -22,7 +22,8 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from grader.compare import Tolerance, compare
-from grader.values import Tree
+from grader.judges import Evidence, RuleBook
+from grader.values import Tree, decode
 
 FORMAT = 1
 DEFAULT_VARIANT = "reference"
@@ -49,8 +50,9 @@ def split_test_id(test_id: str) -> tuple[str, str]:
 class SnapshotStore:
     """Read side: lazily loads one test file's snapshots per variant."""
 
-    def __init__(self, root: Path, variants: list[str] | None = None):
+    def __init__(self, root: Path, variants: list[str] | None = None, rules: RuleBook | None = None):
         self.root = Path(root)
+        self.rules = rules if rules is not None else RuleBook()
         self.manifest = _read_json(self.root / "manifest.json") if (self.root / "manifest.json").is_file() else None
         if variants is None:
             variants = self.manifest["variants"] if self.manifest else [DEFAULT_VARIANT]
@@ -90,31 +92,44 @@ class SnapshotStore:
     def has_test(self, test_id: str) -> bool:
         return any(self.expected_keys(test_id, v) is not None for v in self.variants)
 
-    def check(self, test_id: str, variant: str, key: str, actual: Tree, actual_arrays, *, reveal: bool) -> list[str] | None:
-        """Problems comparing ``actual`` with the snapshot; None if nothing was recorded for the key."""
+    def entry(self, test_id: str, variant: str, key: str) -> dict | None:
+        module, name = split_test_id(test_id)
+        meta, _ = self._load(variant, module)
+        return meta["tests"].get(name, {}).get(key)
+
+    def compare_key(self, test_id: str, variant: str, key: str, actual: Tree, actual_arrays, *, reveal: bool,
+                    seen: dict | None = None) -> list[str] | None:
+        """Problems with the value sent for ``key`` in ``variant``: compared with the recorded
+        value, or judged by the recorded rule. None if nothing was recorded for the key."""
         module, name = split_test_id(test_id)
         meta, arrays = self._load(variant, module)
         entry = meta["tests"].get(name, {}).get(key)
         if entry is None:
             return None
-        mask = arrays[entry["mask"]] if entry.get("mask") else None
-        tol = Tolerance(entry["rtol"], entry["atol"])
-        problems = compare(entry["tree"], arrays, actual, actual_arrays, tol=tol, mask=mask, reveal=reveal, path=f"`{key}`")
+        if entry.get("rule"):
+            ev = Evidence(key=key, value=decode(actual, actual_arrays), params=entry.get("params") or {},
+                          expected=decode(entry["tree"], arrays), seen=seen or {}, reveal=reveal)
+            problems = self.rules.evaluate(entry["rule"], ev)
+        else:
+            mask = arrays[entry["mask"]] if entry.get("mask") else None
+            tol = Tolerance(entry["rtol"], entry["atol"])
+            problems = compare(entry["tree"], arrays, actual, actual_arrays, tol=tol, mask=mask, reveal=reveal,
+                               path=f"`{key}`")
         hint = entry.get("hint")
         if problems and hint:
             problems[-1] += f" (hint: {hint})"
         return problems
 
-
     def match(self, test_id: str, alive: list[str], key: str, actual: Tree, actual_arrays, *,
-              reveal: bool) -> tuple[list[str], list[str] | None]:
+              reveal: bool, seen: dict | None = None) -> tuple[list[str], list[str] | None]:
         """Compare in every variant still accepted for the test: (variants, problems).
 
         ``problems`` is None if no variant recorded ``key``; on a match it is empty and the
         variants are narrowed to those that matched (one variant for the whole test); otherwise
         it holds the first recorded variant's problems and the variants are unchanged.
         """
-        results = {v: self.check(test_id, v, key, actual, actual_arrays, reveal=reveal) for v in alive}
+        results = {v: self.compare_key(test_id, v, key, actual, actual_arrays, reveal=reveal, seen=seen)
+                   for v in alive}
         recorded = {v: r for v, r in results.items() if r is not None}
         if not recorded:
             return alive, None
@@ -132,7 +147,7 @@ class SnapshotWriter:
         self._modules: dict[str, tuple[dict, dict[str, np.ndarray]]] = {}
 
     def add(self, test_id: str, key: str, tree: Tree, arrays: dict[str, np.ndarray], tol: Tolerance,
-            mask: np.ndarray | None, hint: str | None) -> None:
+            mask: np.ndarray | None, hint: str | None, rule: str | None = None, params: dict | None = None) -> None:
         module, name = split_test_id(test_id)
         meta, all_arrays = self._modules.setdefault(module, ({"format": FORMAT, "tests": {}}, {}))
         test = meta["tests"].setdefault(name, {})
@@ -147,6 +162,9 @@ class SnapshotWriter:
             mask_ref = prefix + "mask"
             all_arrays[mask_ref] = np.ascontiguousarray(np.asarray(mask, dtype=bool))
         test[key] = {"tree": renamed, "rtol": tol.rtol, "atol": tol.atol, "mask": mask_ref, "hint": hint}
+        if rule is not None:
+            test[key]["rule"] = rule
+            test[key]["params"] = dict(params or {})
 
     def add_empty(self, test_id: str) -> None:
         """A test that passed but checked nothing still gets an entry (its key set is empty)."""
@@ -209,16 +227,19 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def value_checked_points(assignment) -> float:
-    """Points of the rubric's tests whose every case records at least one snapshot key: the
-    tests the grading parent judges from values it compares itself."""
+def parent_decided_points(assignment) -> float:
+    """Points of the rubric's tests the grading parent decides: every case of the test records at
+    least one value (compared, or judged by a rule) in every variant, and the rubric does not
+    leave its verdict to the test process (``child_judged``)."""
     manifest_path = assignment.snapshots_dir / "manifest.json"
     if not manifest_path.is_file():
         return 0.0
     tests = _read_json(manifest_path).get("tests", {})
     total = 0.0
     for spec in assignment.tests:
+        if assignment.is_child_judged(spec.test_id):
+            continue
         cases = [e for tid, e in tests.items() if tid == spec.test_id or tid.startswith(spec.test_id + "[")]
-        if cases and all(any(keys for keys in e["keys"].values()) for e in cases):
+        if cases and all(e["keys"] and all(keys for keys in e["keys"].values()) for e in cases):
             total += spec.points
     return total

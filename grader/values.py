@@ -105,3 +105,24 @@ def describe(tree: Tree) -> str:
         return "None"
     return f"a {t}"
 
+
+
+def decode(tree: Tree, arrays: dict[str, np.ndarray]) -> Any:
+    """The plain Python value of an encoded ``tree``: numpy arrays for tensors and arrays,
+    lists for lists and tuples, dicts, numbers, strings and None (numpy only; for judges)."""
+    t = tree["t"]
+    if t in ("tensor", "array"):
+        return arrays[tree["ref"]]
+    if t in ("list", "tuple"):
+        return [decode(item, arrays) for item in tree["items"]]
+    if t == "dict":
+        out = {}
+        for k, v in tree["items"]:
+            key = decode(k, arrays)
+            out[key if isinstance(key, (str, int, float, bool)) or key is None else repr(key)] = decode(v, arrays)
+        return out
+    if t == "float":
+        return float(tree["v"])
+    if t in ("int", "bool", "str"):
+        return tree["v"]
+    return None

@@ -23,9 +23,9 @@ def shared_tmp() -> Path:
     """A temporary folder other users can enter. Under root, the grader runs student code as an
     unprivileged uid, which must be able to read the suite and fixtures; pytest's own tmp_path
     lives under a 0700 folder."""
-    from grader.sandbox import temp_root
+    from grader.sandbox import run_folder
 
-    path = Path(tempfile.mkdtemp(prefix="lmgrade-tests-", dir=temp_root()))
+    path = Path(tempfile.mkdtemp(prefix="lmgrade-tests-", dir=run_folder()))
     path.chmod(0o755)
     yield path
     shutil.rmtree(path, ignore_errors=True)

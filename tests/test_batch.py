@@ -267,7 +267,7 @@ def test_a_submission_the_grader_fails_on_is_an_error_row_and_the_batch_goes_on(
     import grader.runner
     from grader.assignment import load_assignment
     from grader.batch import run_batch
-    from grader.runner import GradeReport, TestResult
+    from grader.report import GradeReport, TestResult
 
     mila = load_assignment("mila_ift6135_a2")
 

@@ -11,7 +11,8 @@ import pytest
 
 from grader.mutants import grade_mutants
 from grader.results import build_results, schema, validate
-from grader.runner import grade, score
+from grader.report import score
+from grader.runner import grade
 
 
 def _submission(toy, tmp_path: Path, name: str, replace: dict[str, str] | None = None, source: str = "reference") -> Path:

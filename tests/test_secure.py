@@ -21,7 +21,8 @@ import pytest
 from grader import sandbox
 from grader.oracle import OracleServer, ProtocolError, pack_arrays, unpack_arrays
 from grader.results import validate
-from grader.runner import grade, score
+from grader.report import score
+from grader.runner import grade
 from grader.snapshots import SnapshotStore
 from grader.values import encode
 
@@ -58,25 +59,76 @@ def test_lines_without_the_token_are_ignored(server):
     assert server.rejected == 2
 
 
+def _started(server, test):
+    server.collected = server.collected or [test]
+    assert server.handle({"event": "start", "test": test}, now=0.0).started == test
+
+
 def test_a_key_is_answered_once(server, toy):
     test = "hidden/test_ops.py::test_layout"
-    first = server.check(test, _check_msg("kind", "zzz"))
-    again = server.check(test, _check_msg("kind", "a"))  # the right answer, asked for a second time
-    assert first["ok"] is False and again["ok"] is False and "already checked" in again["message"]
-    assert server.verdict(test) is not None
+    _started(server, test)
+    first = server.answer(test, _check_msg("kind", "zzz"))
+    again = server.answer(test, _check_msg("kind", "a"))  # the right answer, asked for a second time
+    assert first["ok"] is False and again["ok"] is False and "already sent" in again["message"]
+    assert not server.verdict(test).ok
 
 
 def test_verdict_needs_every_recorded_key(server, toy):
     test = "hidden/test_ops.py::test_layout"
-    assert "never received `kind`, `y`" in server.verdict(test)  # nothing checked: no pass
-    assert server.check(test, _check_msg("kind", "a"))["ok"]
-    assert "`y`" in server.verdict(test)
+    assert "`kind`, `y`" in server.verdict(test).message  # nothing sent: no pass
+    assert server.answer(test, _check_msg("kind", "a"))["ok"]
+    assert "`y`" in server.verdict(test).message and not server.verdict(test).ok
 
 
 def test_hidden_answers_hold_no_expected_value(server, toy):
     test = "hidden/test_ops.py::test_stats"
-    answer = server.check(test, _check_msg("stats", [3, 99.0, "ok"]))
+    answer = server.answer(test, _check_msg("stats", [3, 99.0, "ok"]))
     assert not answer["ok"] and "15" not in answer["message"]  # expected sum of arange(6) is 15
+
+
+def test_hidden_arrays_give_no_error_magnitude(server, toy):
+    """A NaN probe with one finite entry used to get back that entry's error, one hidden value
+    per ask: a hidden array's answer now says where and how many, never by how much."""
+    test = "hidden/test_ops.py::test_norm"
+    import torch
+
+    probe = torch.full((4, 8), float("nan"))
+    probe[0, 0] = 0.0
+    answer = server.answer(test, _check_msg("y", probe))
+    assert not answer["ok"] and "differ at 32 of 32" in answer["message"]
+    assert "abs error" not in answer["message"] and "~" not in answer["message"]
+
+
+def test_the_protocol_is_enforced(server, toy):
+    a, b, c = ("hidden/test_ops.py::test_stats", "hidden/test_ops.py::test_layout", "hidden/test_ops.py::test_norm")
+    server.handle({"event": "collected", "tests": [a, b, c]}, now=0.0)
+    # a check for a test that is not running (at import, before any start) fails that test
+    out = server.handle({**_check_msg("kind", "a"), "test": b}, now=0.0)
+    assert out.violation == b and server.results[b]["outcome"] == "failed"
+    assert "misused" in server.results[b]["message"]
+    assert server.handle({"event": "start", "test": a}, now=1.0).started == a
+    # a second start while a runs fails a (it may not be reset or interleaved)
+    out = server.handle({"event": "start", "test": c}, now=2.0)
+    assert out.violation == a and server.running is None and server.results[a]["outcome"] == "failed"
+    # a test that has ended (or failed) can never be started again: records are never reset
+    out = server.handle({"event": "start", "test": a}, now=3.0)
+    assert out.violation == a and server.started[a] == 1.0
+    # only the next test in collected order may start
+    assert server.handle({"event": "start", "test": c}, now=4.0).started == c
+    out = server.handle({"event": "result", "test": a, "outcome": "passed"}, now=5.0)
+    assert out.violation is not None and server.results[a]["outcome"] == "failed"
+    assert server.handle({"event": "result", "test": c, "outcome": "passed"}, now=6.0).finished == c
+    assert any("protocol violation" in n for n in server.notes.as_list())
+
+
+def test_notes_are_capped_and_deduplicated():
+    from grader.oracle import MAX_NOTES, Notes
+
+    notes = Notes()
+    for i in range(30_000):
+        notes.add(f"note {i % (MAX_NOTES * 3)}")
+    kept = notes.as_list()
+    assert len(kept) == MAX_NOTES + 1 and "further notes were not kept" in kept[-1]
 
 
 @pytest.mark.parametrize("spec, words", [
@@ -101,7 +153,8 @@ def test_a_claimed_pass_without_evidence_scores_zero(toy, server):
                                                    "outcome": "passed", "message": "", "stdout": ""}}
     report = score(toy, events, [], 0.0, "forged", oracle=server)
     t = next(t for t in report.tests if t.test_id == "hidden/test_ops.py::test_stats")
-    assert t.score == 0 and t.outcome == "failed" and "never received `stats`" in t.message
+    assert t.score == 0 and t.outcome == "failed" and "did not send `stats`" in t.message
+    assert report.evidence_score == sum(t.max_score for t in report.tests if toy.is_child_judged(t.test_id))
 
 
 # -- the whole path -------------------------------------------------------------------------------
@@ -121,10 +174,11 @@ def test_student_code_runs_as_its_own_uid(toy, tmp_path):
 def test_secrets_are_closed_to_the_child(toy):
     box = sandbox.open_sandbox("probe-test")
     try:
-        paths = sandbox.secret_paths([toy.root])
-        assert toy.snapshots_dir in paths and toy.reference_dir.parent in paths
-        sandbox.protect(paths, box.uid)
-        assert sandbox.probe_readable(paths, box.uid) == []
+        (toy.root / ".git").mkdir(exist_ok=True)
+        (toy.root / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+        closed = sandbox.lock_down([toy.root], box.uid, needed=[toy.suite_dir / "hidden"])
+        assert toy.snapshots_dir in closed and toy.reference_dir.parent in closed and toy.root / ".git" in closed
+        assert sandbox.probe_readable([*closed, toy.root / ".git" / "HEAD"], box.uid) == []
         assert sandbox.probe_readable([toy.suite_dir / "hidden" / "test_ops.py"], box.uid) != []
     finally:
         box.release()
@@ -159,10 +213,12 @@ def test_sigterm_stops_the_run_and_keeps_a_valid_results_file(toy_root, tmp_path
     out, _ = proc.communicate(timeout=30)
     data = json.loads(results.read_text())
     validate(data)
-    assert "stopped (SIGTERM)" in data["output"], out.decode()[-2000:]
+    assert "interrupted (SIGTERM)" in data["output"], out.decode()[-2000:]
     by_id = {t["extra_data"]["test_id"]: t for t in data["tests"]}
     assert by_id["hidden/test_ops.py::test_scaled[0.5]"]["score"] > 0  # finished before the stop
     assert by_id["hidden/test_ops.py::test_norm"]["score"] == 0
+    unrun = [t for t in data["tests"] if t["extra_data"]["outcome"] == "not run"]
+    assert unrun and all(t["output"] == "not run: grading was interrupted" for t in unrun)
 
 
 def _running(results: Path, test_id: str) -> bool:
