@@ -45,10 +45,7 @@ class TestSpec:
     points: float
     question: str
     question_name: str
-
-    @property
-    def visibility_default(self) -> str:
-        return "visible" if self.test_id.startswith("public/") else ""
+    requires: tuple[str, ...] = ()  # tests that must also pass for this one to earn its points
 
 
 @dataclass(frozen=True)
@@ -179,6 +176,11 @@ def _parse(data: dict, path: Path, root: Path) -> Assignment:
             if t.test_id in seen:
                 raise RubricError(f"{path}: test {t.test_id} is listed in questions {seen[t.test_id]} and {q.number}")
             seen[t.test_id] = q.number
+    for q in questions:
+        for t in q.tests:
+            missing = [r for r in t.requires if r not in seen]
+            if missing:
+                raise RubricError(f"{path}: {t.test_id} requires {missing[0]}, which no question lists")
     rules = tuple(_parse_rule(r, path) for r in data.get("rules", []) or [])
     variants = {name: (root / rel).resolve() for name, rel in (data.get("variants") or {}).items()}
     return Assignment(
@@ -212,10 +214,7 @@ def _parse_question(q: dict, path: Path) -> Question:
     if not isinstance(q, dict) or "number" not in q or "tests" not in q:
         raise RubricError(f"{path}: each question needs 'number' and 'tests' (got {q!r})")
     number, name = str(q["number"]), str(q.get("name", q["number"]))
-    tests = tuple(
-        TestSpec(test_id=str(tid), points=float(pts), question=number, question_name=name)
-        for tid, pts in (q["tests"] or {}).items()
-    )
+    tests = tuple(_parse_test(str(tid), entry, number, name, path) for tid, entry in (q["tests"] or {}).items())
     points = float(q.get("points", sum(t.points for t in tests)))
     if abs(points - sum(t.points for t in tests)) > 1e-9:
         raise RubricError(
@@ -223,6 +222,22 @@ def _parse_question(q: dict, path: Path) -> Question:
             f"{sum(t.points for t in tests)}"
         )
     return Question(number=number, name=name, points=points, tests=tests)
+
+
+def _parse_test(test_id: str, entry, number: str, name: str, path: Path) -> TestSpec:
+    """``test: 2`` or ``test: {points: 5, requires: [other tests of the same function]}``."""
+    if isinstance(entry, dict):
+        unknown = set(entry) - {"points", "requires"}
+        if unknown or "points" not in entry:
+            raise RubricError(f"{path}: {test_id}: a test entry is a number or {{points, requires}} "
+                              f"(got {sorted(entry)})")
+        requires = entry.get("requires") or []
+        if not isinstance(requires, list) or not all(isinstance(r, str) for r in requires):
+            raise RubricError(f"{path}: {test_id}: requires must be a list of test ids")
+        return TestSpec(test_id, float(entry["points"]), number, name, tuple(requires))
+    if isinstance(entry, bool) or not isinstance(entry, (int, float)):
+        raise RubricError(f"{path}: {test_id}: points must be a number (got {entry!r})")
+    return TestSpec(test_id, float(entry), number, name)
 
 
 def _parse_rule(r: dict, path: Path) -> Rule:

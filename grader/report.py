@@ -38,6 +38,7 @@ class TestResult:
     visibility: str = "visible"
     extra: dict = field(default_factory=dict)  # number, tags, hide_errors, leaderboard
     evidence_score: float = 0.0  # what this test would earn had the test process said "passed"
+    evidence_ok: bool = False  # the parent's record alone would let it pass
 
     @property
     def passed(self) -> bool:
@@ -91,7 +92,28 @@ def score(assignment: Assignment, events: dict[str, dict], notes: list[str], ela
         for ev in cases:  # not in the rubric: no points, whatever the test process claims
             spec = TestSpec(test_id=base, points=0.0, question="", question_name="")
             results.append(_result(spec, ev["test"], ev, 0.0, assignment, oracle))
+    _apply_requirements(assignment, results)
     return GradeReport(assignment=assignment, submission=label, tests=results, notes=notes, execution_time=elapsed)
+
+
+def _apply_requirements(assignment: Assignment, results: list[TestResult]) -> None:
+    """A test whose rubric line ``requires`` others earns its points only if they pass too
+    (CMU 11-667: a public unit test's points need the hidden checks of the same function)."""
+    by_base: dict[str, list[TestResult]] = {}
+    for r in results:
+        by_base.setdefault(r.test_id.split("[", 1)[0], []).append(r)
+    for spec in assignment.tests:
+        if not spec.requires:
+            continue
+        failing = [t for t in spec.requires if not all(r.passed for r in by_base.get(t, []))]
+        failing_evidence = [t for t in spec.requires if not all(r.evidence_ok for r in by_base.get(t, []))]
+        for r in by_base.get(spec.test_id, []):
+            if failing and r.score > 0:
+                r.score = 0.0
+                r.message = (r.message + "; " if r.message else "") + \
+                    f"its points also need {failing[0].split('::')[-1]} ({failing[0].split('/')[0]}) to pass"
+            if failing_evidence:
+                r.evidence_score, r.evidence_ok = 0.0, False
 
 
 def _result(spec: TestSpec, test_id: str, ev: dict, max_score: float, assignment: Assignment,
@@ -119,7 +141,7 @@ def _result(spec: TestSpec, test_id: str, ev: dict, max_score: float, assignment
         duration=float(ev.get("duration", 0.0)), score=round(earned, 6), max_score=round(max_score, 6),
         question=spec.question, question_name=spec.question_name,
         visibility=_visibility(assignment.visibility_for(test_id), ev.get("visibility")), extra=extra,
-        evidence_score=round(max_score if evidence_ok else 0.0, 6),
+        evidence_score=round(max_score if evidence_ok else 0.0, 6), evidence_ok=evidence_ok,
     )
 
 
