@@ -25,6 +25,7 @@ import csv
 import hashlib
 import io
 import json
+import logging
 import os
 import re
 import shutil
@@ -55,6 +56,15 @@ TOP_MESSAGES = 3
 MAX_REPORTED_PAIRS = 200
 IGNORED_FOLDERS = ("__MACOSX",)
 GRADESCOPE_TIME_LIMIT = 600  # seconds: Gradescope's default limit per submission
+# An export is untrusted input: bounds checked before anything is extracted or parsed.
+MAX_EXPORT_BYTES = 8 * 2**30  # total uncompressed size of a zip export
+MAX_EXPORT_ENTRIES = 200_000
+MAX_COMPRESSION_RATIO = 200  # a zip bomb's entries expand 1000:1 and more; source code ~5:1
+MAX_METADATA_BYTES = 64 * 2**20
+MAX_YAML_ALIASES = 100  # Gradescope's metadata uses none
+MAX_YAML_NODES = 2_000_000  # values read once aliases are expanded (an alias bomb expands to billions)
+MAX_SIMILARITY_FILE_CHARS = 512 * 1024  # a file past this is left out of the similarity report
+SIMILARITY_TIME_LIMIT = 600.0  # seconds for all pairs; the report says if it stopped early
 
 
 class BatchError(RuntimeError):
@@ -102,7 +112,15 @@ def _export_root(export: Path) -> Path:
 
 
 class _LenientLoader(yaml.SafeLoader):
-    """SafeLoader that reads Ruby-tagged values (``!ruby/object:BigDecimal ...``) as plain data."""
+    """SafeLoader that reads Ruby-tagged values (``!ruby/object:BigDecimal ...``) as plain data,
+    and refuses a document with more than ``MAX_YAML_ALIASES`` aliases (an alias bomb)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            self._aliases = getattr(self, "_aliases", 0) + 1
+            if self._aliases > MAX_YAML_ALIASES:
+                raise BatchError(f"{METADATA_FILE} uses more than {MAX_YAML_ALIASES} YAML aliases: refused")
+        return super().compose_node(parent, index)
 
 
 def _construct_tagged(loader: yaml.SafeLoader, _suffix: str, node: yaml.Node):
@@ -122,8 +140,13 @@ def load_metadata(path: Path) -> dict[str, list[dict]]:
     Gradescope writes it from Ruby, so keys look like ``:submitters:`` / ``:name:``; plain keys
     are accepted too, and so is a list of entries that carry their own ``id``.
     """
-    data = yaml.load(path.read_text(encoding="utf-8", errors="replace"), Loader=_LenientLoader) or {}
-    data = _plain_keys(data)
+    if path.stat().st_size > MAX_METADATA_BYTES:
+        raise BatchError(f"{path} is larger than {MAX_METADATA_BYTES // 2**20} MB: refused")
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8", errors="replace"), Loader=_LenientLoader) or {}
+    except yaml.YAMLError as err:
+        raise BatchError(f"{path} is not valid YAML: {str(err)[:300]}") from err
+    data = _plain_keys(data, [MAX_YAML_NODES])
     if isinstance(data, list):
         data = {str(e.get("id") or e.get("submission_id") or i): e for i, e in enumerate(data) if isinstance(e, dict)}
     out = {}
@@ -137,12 +160,16 @@ def load_metadata(path: Path) -> dict[str, list[dict]]:
     return out
 
 
-def _plain_keys(value):
-    """Ruby symbols to plain strings, recursively: ``:name`` -> ``name``."""
+def _plain_keys(value, budget: list[int]):
+    """Ruby symbols to plain strings, recursively: ``:name`` -> ``name``; at most ``budget[0]``
+    values visited (aliases make a small document a huge tree)."""
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise BatchError(f"{METADATA_FILE} expands to more than {MAX_YAML_NODES} values: refused")
     if isinstance(value, dict):
-        return {str(k).lstrip(":"): _plain_keys(v) for k, v in value.items()}
+        return {str(k).lstrip(":"): _plain_keys(v, budget) for k, v in value.items()}
     if isinstance(value, list):
-        return [_plain_keys(v) for v in value]
+        return [_plain_keys(v, budget) for v in value]
     return value
 
 
@@ -383,8 +410,19 @@ def _read_code(path: Path) -> str:
                        for c in cells if isinstance(c, dict) and c.get("cell_type") == "code")
 
 
-def find_similar(assignment: Assignment, submissions: list[Submission], *, min_similarity: float = 0.0) -> list[Pair]:
-    """Every pair sharing code beyond the template, most alike first."""
+class SimilarityStopped(RuntimeError):
+    """The similarity report ran out of time; ``pairs`` holds what was compared."""
+
+    def __init__(self, message: str, pairs: list[Pair]):
+        super().__init__(message)
+        self.pairs = pairs
+
+
+def find_similar(assignment: Assignment, submissions: list[Submission], *, min_similarity: float = 0.0,
+                 time_limit: float = SIMILARITY_TIME_LIMIT) -> list[Pair]:
+    """Every pair sharing code beyond the template, most alike first. Files larger than
+    ``MAX_SIMILARITY_FILE_CHARS`` are left out; past ``time_limit`` seconds the comparison stops
+    and ``SimilarityStopped`` carries the pairs found so far."""
     import numpy as np
     from copydetect import CodeFingerprint, compare_files
 
@@ -395,16 +433,26 @@ def find_similar(assignment: Assignment, submissions: list[Submission], *, min_s
 
     boilerplate = {name: np.unique(np.array(sorted(fingerprint(name, text, win=1).hashes), dtype=np.int64))
                    for name, text in submission_code(assignment, assignment.template_dir).items()}
+    started = time.monotonic()
     prints: dict[str, dict] = {}
+    skipped = 0
     for s in submissions:
         if s.folder is not None:
+            code = submission_code(assignment, s.folder)
+            skipped += sum(1 for text in code.values() if len(text) > MAX_SIMILARITY_FILE_CHARS)
             prints[s.id] = {name: fingerprint(name, text, boilerplate.get(name))
-                            for name, text in submission_code(assignment, s.folder).items()}
+                            for name, text in code.items() if len(text) <= MAX_SIMILARITY_FILE_CHARS}
     pairs = []
-    for a, b in combinations(prints, 2):
+    for n, (a, b) in enumerate(combinations(prints, 2)):
+        if time.monotonic() - started > time_limit:
+            done = sorted(pairs, key=lambda p: (-p.similarity, p.a, p.b))
+            raise SimilarityStopped(f"the similarity report stopped after {time_limit:g} s ({n} pairs compared)", done)
         pair = _compare(a, prints[a], b, prints[b], compare_files)
         if pair is not None and pair.similarity > min_similarity:
             pairs.append(pair)
+    if skipped:
+        logging.getLogger("lmgrade.batch").warning(
+            "%d file(s) over %d KB left out of the similarity report", skipped, MAX_SIMILARITY_FILE_CHARS // 1024)
     return sorted(pairs, key=lambda p: (-p.similarity, p.a, p.b))
 
 
@@ -535,11 +583,13 @@ def run_batch(assignment: Assignment, export: Path, out: Path, *, jobs: int = 2,
         except OSError as err:
             raise BatchError(f"cannot create the output folder {out}: {err}") from err
         rows = _grade_with_progress(assignment, submissions, out / "results", jobs, dedupe, budget, progress)
+        grades = write_grades_csv(assignment, rows, out / "grades.csv")  # first: the grades matter most
         try:
             pairs, similarity_error = find_similar(assignment, submissions), ""
+        except SimilarityStopped as stopped:
+            pairs, similarity_error = stopped.pairs, str(stopped)
         except Exception as err:  # noqa: BLE001 - the grades matter more than the similarity report
             pairs, similarity_error = [], f"{type(err).__name__}: {err}"
-    grades = write_grades_csv(assignment, rows, out / "grades.csv")
     write_similarity_csv(pairs, submissions, out / "similarity.csv", threshold)
     report = write_report(assignment, rows, pairs, out, threshold, similarity_error=similarity_error)
     return BatchResult(rows=rows, pairs=pairs, grades_csv=grades, report=report)
@@ -554,6 +604,7 @@ def unpack_export(export: Path, tmp: Path) -> Path:
     if zipfile.is_zipfile(export):
         try:
             with zipfile.ZipFile(export) as zf:
+                check_zip(zf, export)
                 zf.extractall(tmp / "export")
         except (zipfile.BadZipFile, OSError) as err:
             raise BatchError(f"cannot extract {export}: {err}") from err
@@ -562,6 +613,21 @@ def unpack_export(export: Path, tmp: Path) -> Path:
         # a zip of one folder (Gradescope's assignment_<id>_export/, or a zipped folder of folders)
         return entries[0] if len(entries) == 1 and entries[0].is_dir() else tmp / "export"
     raise BatchError(f"{export} is neither a folder nor a zip of a submissions export")
+
+
+def check_zip(zf: zipfile.ZipFile, name: Path) -> None:
+    """Refuse a zip whose entries are too many, too large in total, or expand like a bomb."""
+    infos = zf.infolist()
+    if len(infos) > MAX_EXPORT_ENTRIES:
+        raise BatchError(f"{name} has {len(infos)} entries (more than {MAX_EXPORT_ENTRIES}): refused")
+    total = sum(i.file_size for i in infos)
+    if total > MAX_EXPORT_BYTES:
+        raise BatchError(f"{name} would extract to {total / 2**30:.1f} GB (more than "
+                         f"{MAX_EXPORT_BYTES / 2**30:g} GB): refused")
+    for i in infos:
+        if i.file_size > 1_000_000 and i.file_size > MAX_COMPRESSION_RATIO * max(i.compress_size, 1):
+            raise BatchError(f"{name}: {i.filename} expands {i.file_size // max(i.compress_size, 1)}:1 "
+                             "(a zip bomb?): refused")
 
 
 def _grade_with_progress(assignment, submissions, results_dir, jobs, dedupe, budget, progress) -> list[Row]:

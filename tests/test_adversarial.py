@@ -11,6 +11,7 @@ honest ``ops.py`` (the reference, or a deliberately wrong version) with one atta
     needs_root: true         # optional: only meaningful when the grader drops to another uid
     wait_after: 5            # optional: seconds to wait after grade() before checking again
     symlinks: {name: target} # optional: links the test makes in the submission ({toy}, {results}...)
+    absent: [glob, ...]      # optional: paths that must not exist after grading ({scratch_name})
 
 The test copies the folder, fills in the placeholders of its files (``@@CHEAT@@``: "on",
 ``@@SCRATCH@@``: a world-writable folder where attacks leave the pids of what they start,
@@ -22,7 +23,10 @@ private copy of the toy project and checks that
 * no hidden expected value (4 significant digits) and no reference solution line is in it;
 * no process the submission started is alive after grade() returns;
 * nothing outside the grading temp dir was written (toy copy and submission unchanged, no
-  marker left by a submitted hook that must never run).
+  marker left by a submitted hook that must never run, nothing matching ``absent``);
+* every test in results.json has the rubric's visibility.
+
+The private toy copy is a git repository, as a checkout graded in place would be.
 
 ``LMGRADE_ADV_HONEST=1`` also grades every case with its attack switched off and checks
 ``honest_score``, i.e. that the expectations say what the honest code really earns.
@@ -59,7 +63,7 @@ MARK = "LMGRADE_ADV_MARK"  # set in the grading process's environment: its child
 NUMERIC_META = {"score", "max_score", "execution_time", "duration"}  # numbers the grader itself writes
 PARAMS = {"hidden/test_ops.py::test_scaled": ("0.5", "3.0")}  # parametrised toy tests (see its suite)
 EXPECTED_KEYS = {"score", "failing", "tests", "honest_score", "needs_root", "wait_after", "symlinks",
-                 "max_results_bytes"}
+                 "max_results_bytes", "absent"}
 
 
 def _expected(case: str) -> dict:
@@ -104,7 +108,10 @@ def test_corpus_is_complete(toy):
 # -- helpers ---------------------------------------------------------------------------------
 
 def _world_writable_dir(prefix: str) -> Path:
-    d = Path(tempfile.mkdtemp(prefix=prefix))
+    """Outside /tmp: under root each run gets a private /tmp, where these would be invisible."""
+    from grader.sandbox import run_folder
+
+    d = Path(tempfile.mkdtemp(prefix=prefix, dir=run_folder()))
     d.chmod(0o777)
     return d
 
@@ -315,6 +322,7 @@ def _grade_case(case: str, toy_root: Path, shared_tmp: Path, tmp_path: Path, mon
     # under shared_tmp, because the unprivileged child must be able to enter it to read the suite.
     root = shared_tmp / f"adv-{case}-{uuid.uuid4().hex[:8]}" / "toy"
     shutil.copytree(toy_root, root, symlinks=True)
+    _git_init(root)
     toy = load_assignment("toy", root=root)
     scratch = _world_writable_dir("adv-scratch-")
     out_dir = _world_writable_dir("adv-results-")
@@ -379,6 +387,14 @@ def _grade_case(case: str, toy_root: Path, shared_tmp: Path, tmp_path: Path, mon
         ran = sorted(p.name for p in scratch.glob("ran-*"))
         if ran:
             problems.append(f"submitted or planted start-up files were executed: {ran}")
+        import glob
+
+        present = [p for pattern in exp.get("absent") or []
+                   for p in glob.glob(pattern.format(scratch_name=scratch.name))]
+        if present:
+            problems.append(f"left behind after grading: {present}")
+            for p in present:
+                shutil.rmtree(p, ignore_errors=True) if os.path.isdir(p) else os.unlink(p)
         if not autograder_existed and os.path.lexists("/autograder"):
             problems.append("/autograder was created")
         if problems:
@@ -388,6 +404,15 @@ def _grade_case(case: str, toy_root: Path, shared_tmp: Path, tmp_path: Path, mon
         shutil.rmtree(out_dir, ignore_errors=True)
         shutil.rmtree(root.parent, ignore_errors=True)
     return problems
+
+
+def _git_init(root: Path) -> None:
+    import subprocess
+
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "toy"]):
+        subprocess.run(cmd, cwd=root, env=env, check=True, capture_output=True)
 
 
 def _check_results(results_path: Path, report, toy, case: str, max_bytes: int | None) -> list[str]:
@@ -404,6 +429,10 @@ def _check_results(results_path: Path, report, toy, case: str, max_bytes: int | 
         return problems + [f"results.json does not parse or validate: {type(err).__name__}: {str(err)[:300]}"]
     if results != json.loads(json.dumps(build_results(report))):
         problems.append("results.json is not what the parent built from its report (something else wrote it)")
+    wrong = [t["name"] for t in results["tests"]
+             if t.get("visibility") != toy.visibility_for(t["extra_data"]["test_id"])]
+    if wrong:
+        problems.append(f"tests shown with a visibility the rubric does not give: {wrong}")
     snapshots = toy.snapshots_dir
     leaks = _leaks(results, _snapshot_values(snapshots, "hidden"), _snapshot_values(snapshots, "public"))
     if leaks:
