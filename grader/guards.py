@@ -19,27 +19,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
-# Named groups, so a rubric can say "@layer_norm" rather than list every entry point.
-# These are facts about torch, not about any assignment.
-OP_GROUPS: dict[str, tuple[str, ...]] = {
-    "@layer_norm": (
-        "torch.nn.functional.layer_norm", "torch.layer_norm", "torch.native_layer_norm",
-        "aten.layer_norm", "aten.native_layer_norm",
-    ),
-    "@sdpa": (
-        "torch.nn.functional.scaled_dot_product_attention",
-        "aten.scaled_dot_product_attention", "aten._scaled_dot_product_attention_math",
-        "aten._scaled_dot_product_flash_attention", "aten._scaled_dot_product_flash_attention_for_cpu",
-        "aten._scaled_dot_product_efficient_attention", "aten._scaled_dot_product_cudnn_attention",
-        "aten._fused_sdp_choice",
-    ),
-    "@multihead_attention": (
-        "torch.nn.functional.multi_head_attention_forward", "aten._native_multi_head_attention",
-    ),
-    "@transformer": (
-        "aten._transformer_encoder_layer_fwd", "aten._native_multi_head_attention",
-    ),
-}
+from grader.rules import OP_GROUPS, expand  # noqa: F401 - re-exported: the names a rule covers
 
 
 class ForbiddenOperation(RuntimeError):
@@ -63,18 +43,6 @@ class _Compiled:
     aten: frozenset[str]
     functions: dict[int, str] = field(default_factory=dict)  # id(callable) -> dotted name
     function_names: frozenset[str] = frozenset()
-
-
-def expand(ops: tuple[str, ...] | list[str]) -> tuple[str, ...]:
-    out: list[str] = []
-    for op in ops:
-        if op.startswith("@"):
-            if op not in OP_GROUPS:
-                raise ValueError(f"unknown operation group {op!r}; known: {', '.join(OP_GROUPS)}")
-            out.extend(OP_GROUPS[op])
-        else:
-            out.append(op)
-    return tuple(dict.fromkeys(out))
 
 
 def _resolve(dotted: str):
@@ -175,12 +143,6 @@ def count_ops(fn, *args, **kwargs) -> tuple[int, Counter]:
     with counter:
         fn(*args, **kwargs)
     return sum(counter.ops.values()), counter.ops
-
-
-def forbidden_names_in_source(source: str, ops: tuple[str, ...]) -> list[str]:
-    """Static scan: forbidden names that appear in the source (reported early, as a note)."""
-    leaves = {n.rpartition(".")[2] for n in expand(ops)}
-    return sorted(name for name in leaves if name in source)
 
 
 __all__ = ["ForbiddenOperation", "OP_GROUPS", "Violation", "count_ops", "expand", "forbid"]

@@ -69,8 +69,12 @@ class GradeReport:
 
 
 def score(assignment: Assignment, events: dict[str, dict], notes: list[str], elapsed: float, label: str,
-          oracle: OracleServer | None = None) -> GradeReport:
-    """Points for each rubric test from the run's events, judged by the parent's evidence."""
+          oracle: OracleServer | None = None, static: dict | None = None) -> GradeReport:
+    """Points for each rubric test from the run's events, judged by the parent's evidence.
+
+    ``static`` maps a rule's name to what the parent found in the submission's source that breaks
+    it (``grader.rules.staged_findings``): every test the rule covers fails, whatever ran.
+    """
     by_base: dict[str, list[dict]] = {}
     for test_id, ev in events.items():
         by_base.setdefault(test_id.split("[", 1)[0], []).append(ev)
@@ -93,7 +97,22 @@ def score(assignment: Assignment, events: dict[str, dict], notes: list[str], ela
             spec = TestSpec(test_id=base, points=0.0, question="", question_name="")
             results.append(_result(spec, ev["test"], ev, 0.0, assignment, oracle))
     _apply_requirements(assignment, results)
+    _apply_static_rules(assignment, results, static or {})
     return GradeReport(assignment=assignment, submission=label, tests=results, notes=notes, execution_time=elapsed)
+
+
+def _apply_static_rules(assignment: Assignment, results: list[TestResult], static: dict) -> None:
+    if not static:
+        return
+    by_name = {r.name: r for r in assignment.rules}
+    for r in results:
+        broken = [name for name in static if by_name[name].applies_to(r.test_id)]
+        if not broken:
+            continue
+        rule = by_name[broken[0]]
+        finding = static[rule.name][0]
+        r.outcome, r.score, r.evidence_score, r.evidence_ok = "failed", 0.0, 0.0, False
+        r.message = f"{rule.message} ({finding.describe()})"
 
 
 def _apply_requirements(assignment: Assignment, results: list[TestResult]) -> None:

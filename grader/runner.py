@@ -108,13 +108,18 @@ def grade(assignment: Assignment, submission: Path | None, options: GradeOptions
     with stop, tempfile.TemporaryDirectory(prefix="lmgrade-", dir=run_folder()) as tmp:
         tmp_path = Path(tmp)
         staged = _stage(assignment, submission, tmp_path, opts, notes)
+        static: dict = {}
+        if staged is not None and opts.secure:
+            from grader.rules import staged_findings
+
+            static = staged_findings(assignment, staged)
         if staged is not None:
             on_progress = None
             if opts.results_path is not None:
                 def on_progress(evts, oracle_now):  # a global kill still leaves the tests so far
                     write = _results_writer()
-                    write(score(assignment, evts, notes, time.time() - started, opts.label or "", oracle=oracle_now),
-                          opts.results_path)
+                    write(score(assignment, evts, notes, time.time() - started, opts.label or "", oracle=oracle_now,
+                                static=static), opts.results_path)
             run = SuiteRun(assignment, staged, tmp_path, opts, stop=stop, on_progress=on_progress)
             try:
                 events, log_tail = run.run()
@@ -122,7 +127,8 @@ def grade(assignment: Assignment, submission: Path | None, options: GradeOptions
                 notes.append(f"secure grading could not be set up, so nothing was run: {err}")
             oracle = run.oracle
             notes += run.notes.as_list()
-        report = score(assignment, events, notes, time.time() - started, opts.label or str(submission), oracle=oracle)
+        report = score(assignment, events, notes, time.time() - started, opts.label or str(submission), oracle=oracle,
+                       static=static)
         report.log_tail = log_tail
         report.interrupted = stop.requested
     if opts.results_path is not None:
