@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -243,3 +244,75 @@ def test_a_run_budget_stops_grading_and_scores_what_finished(toy, tmp_path):
     assert "time budget" in by_id["hidden/test_ops.py::test_norm"].message
     assert any("time budget" in n for n in report.notes)
     assert by_id["hidden/test_gradescope.py::test_partial"].passed  # ran before the budget was spent
+
+
+@needs_root
+def test_parallel_runs_cannot_read_each_others_submissions(toy, tmp_path):
+    """Each run's staged tree is 0700 and owned by its own uid, inside a run folder others can
+    pass through but not list: another run's uid can neither find nor read it."""
+    from grader.submission import stage
+
+    a, b = sandbox.open_sandbox("run-a"), sandbox.open_sandbox("run-b")
+    try:
+        work = Path(tempfile.mkdtemp(dir=sandbox.run_folder()))
+        os.chmod(work, 0o711)
+        staged = stage(toy, toy.reference_dir, work / "submission")
+        sandbox.give(staged.path, a.uid)
+        target = staged.path / "ops.py"
+        assert sandbox.probe_readable([target, staged.path], a.uid) == [str(target), str(staged.path)]
+        assert sandbox.probe_readable([target, staged.path, work, Path(sandbox.run_folder())], b.uid) == []
+        assert (staged.path.stat().st_mode & 0o777) == 0o700 and staged.path.stat().st_uid == a.uid
+    finally:
+        a.release()
+        b.release()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+DAEMON = '''
+def scaled(x, s):
+    import os
+    if not os.environ.get("LMGRADE_DAEMON_STARTED"):
+        pid = os.fork()
+        if pid == 0:
+            os.setsid()
+            if os.fork() == 0:
+                with open("@@PIDFILE@@", "w") as f:
+                    f.write(str(os.getpid()))
+                os.execve("/bin/sleep", ["sleep", "300"], {})
+            os._exit(0)
+        os.waitpid(pid, 0)
+        os.environ["LMGRADE_DAEMON_STARTED"] = "1"
+    return x * s + OFFSET
+'''
+
+
+@needs_root
+def test_without_root_a_double_forked_daemon_does_not_outlive_the_run(toy_root, toy, shared_tmp):
+    """Run the whole grader as an ordinary user: a double-forked, setsid, execve'd daemon with an
+    empty environment is re-parented to the run's keeper (a subreaper) and killed with the run."""
+    user = 62_000
+    work = Path(tempfile.mkdtemp(dir=shared_tmp))
+    os.chmod(work, 0o777)
+    pidfile = work / "daemon.pid"
+    folder = work / "sub"
+    shutil.copytree(toy.reference_dir, folder, ignore=shutil.ignore_patterns("variants"))
+    text = (folder / "ops.py").read_text()
+    start = text.index("def scaled")
+    end = text.index("def norm")
+    (folder / "ops.py").write_text(text[:start] + DAEMON.replace("@@PIDFILE@@", str(pidfile)) + "\n\n" + text[end:])
+    project = work / "toyproj"  # the user's own copy: root's runs closed the shared one to others
+    shutil.copytree(toy_root, project)
+    for p in [work, *work.rglob("*")]:
+        os.chown(p, user, user)
+    env = {"PATH": os.environ["PATH"], "HOME": str(work), "LMGRADE_HOME": str(project), "TMPDIR": str(work)}
+    proc = subprocess.run([sys.executable, "-m", "grader", "grade", "toy", str(folder), "--results",
+                           str(work / "results.json")], user=user, group=user, extra_groups=[], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert (work / "results.json").is_file(), proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert pidfile.is_file(), "the daemon never started: the test proves nothing"
+    daemon = int(pidfile.read_text())
+    time.sleep(0.5)
+    alive = Path(f"/proc/{daemon}").exists() and "Z" not in Path(f"/proc/{daemon}/stat").read_text().split(")")[1][:3]
+    if alive:
+        os.kill(daemon, signal.SIGKILL)
+    assert not alive, "the daemon outlived the run"
