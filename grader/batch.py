@@ -265,7 +265,7 @@ def grade_one(assignment: Assignment, submission: Submission, results_dir: Path,
     try:
         extra = {"budget": budget} if budget else {}  # tests not finished by then score 0, as on Gradescope
         report = grade(assignment, submission.folder, results_path=results_dir / f"{_safe_name(submission.id)}.json",
-                       label=submission.id, **extra)
+                       label=submission.id, warm=True, **extra)
     except Exception as err:  # noqa: BLE001 - one bad submission must not stop the batch
         return Row(submission, error=f"{type(err).__name__}: {err}", seconds=time.time() - started)
     if report.tests and all(t.outcome == "not run" for t in report.tests):

@@ -42,8 +42,8 @@ def run_demo(assignment_ids: list[str], out: Path, *, n_mutants: int, jobs: int,
             results = out / aid / f"{label.replace(' ', '_')}.results.json"
             if mutant is not None:
                 return grade(assignment, None, base=assignment.reference_dir, overlays=(mutant,),
-                             results_path=results, label=label)
-            return grade(assignment, folder, results_path=results, label=label)
+                             results_path=results, label=label, warm=True)
+            return grade(assignment, folder, results_path=results, label=label, warm=True)
 
         with console.status(f"{aid}: grading {len(subjects)} submissions...", spinner="dots"):
             with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:

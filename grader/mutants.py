@@ -44,7 +44,8 @@ def describe(mutant: Path) -> str:
 
 
 def grade_mutant(assignment: Assignment, mutant: Path) -> MutantResult:
-    report = grade(assignment, None, base=assignment.reference_dir, overlays=(mutant,), label=f"mutant {mutant.name}")
+    report = grade(assignment, None, base=assignment.reference_dir, overlays=(mutant,), label=f"mutant {mutant.name}",
+                   warm=True)
     return MutantResult(mutant.name, describe(mutant), report.score, report.max_score, report)
 
 

@@ -89,6 +89,11 @@ class GradeOptions:
     secure: bool = True
     limits: dict | None = None
     budget: float | None = None
+    warm: bool | None = None  # fork test processes from a warm server (None: $LMGRADE_WARM == "1")
+
+    @property
+    def use_warm(self) -> bool:
+        return self.warm if self.warm is not None else os.environ.get("LMGRADE_WARM") == "1"
 
 
 def grade(assignment: Assignment, submission: Path | None, options: GradeOptions | None = None,
@@ -308,8 +313,8 @@ class _Child:
 
     def __init__(self, run: SuiteRun, box: Sandbox, args: list[str], extra: list[str]):
         self.r, self.box = run, box
-        self.cmd = pytest_command(run.assignment, run.staged.path, run.per_test, args, run.opts.pytest_args,
-                                  extra=extra, python=run.child_python())
+        self.python_prefix = [run.child_python(), "-I", "-m", "pytest"]
+        self.args = child_pytest_args(run.assignment, run.staged.path, run.per_test, args, run.opts.pytest_args, extra=extra)
         self.rc: int | None = None
         self.timed_out = False
         self.why_stopped: str | None = None
@@ -325,12 +330,14 @@ class _Child:
         out_r, out_w = os.pipe()
         env = child_env(home=self.r.workdir / "home")
         env[RUN_ENV] = self.box.token
-        oracle_arg = child_args(oracle=f"{ev_w},{rp_r}")
         try:
-            self.proc = subprocess.Popen(
-                wrapper_command(self.box, self.cmd + oracle_arg, self.r.private_tmp), cwd=self.r.staged.path,
-                stdin=subprocess.DEVNULL, stdout=out_w, stderr=out_w, env=env, pass_fds=(ev_w, rp_r),
-                start_new_session=True)
+            self.proc = self._spawn_warm(env, ev_w, rp_r, out_w) if self.r.opts.use_warm else None
+            if self.proc is None:
+                self.proc = subprocess.Popen(
+                    wrapper_command(self.box, [*self.python_prefix, *self.args, *child_args(oracle=f"{ev_w},{rp_r}")],
+                                    self.r.private_tmp),
+                    cwd=self.r.staged.path, stdin=subprocess.DEVNULL, stdout=out_w, stderr=out_w, env=env,
+                    pass_fds=(ev_w, rp_r), start_new_session=True)
         finally:
             for fd in (ev_w, rp_r, out_w):
                 os.close(fd)
@@ -345,6 +352,24 @@ class _Child:
             forget_keeper(self.proc.pid)
             for fd in (ev_r, out_r, rp_w):
                 os.close(fd)
+
+    def _spawn_warm(self, env: dict, ev_w: int, rp_r: int, out_w: int):
+        """A test process forked from the warm server, or None (then it is started cold)."""
+        from grader.warm import WarmUnavailable, server_for
+
+        spec = {"uid": self.box.uid, "limits": self.box.limits, "private_tmp": list(self.r.private_tmp)}
+        try:
+            server = server_for([self.r.child_python(), "-I"], tuple(self.r.assignment.requirements),
+                                child_env(home=None))
+            devnull = os.open(os.devnull, os.O_RDONLY)
+            try:
+                return server.spawn([*self.args, *child_args(oracle="3,4")], env=env, cwd=str(self.r.staged.path),
+                                    spec=spec, stdin=devnull, out=out_w, extra_fds=[ev_w, rp_r], fd_targets=[3, 4])
+            finally:
+                os.close(devnull)
+        except (WarmUnavailable, OSError) as err:
+            self.r.notes.add(f"the warm grader could not start this run ({err}); it was started cold")
+            return None
 
     def _watch(self, ev_r: int, out_r: int) -> None:
         sel = selectors.DefaultSelector()
@@ -500,16 +525,23 @@ def _clean_result(msg: dict) -> dict:
 
 
 def pytest_command(assignment: Assignment, staged_path: Path, per_test: float, targets: list[str],
-                   pytest_args=(), *, extra=(), python: str | None = None, **flags) -> list[str]:
+                   extra_args=(), *, extra=(), python: str | None = None, **flags) -> list[str]:
     """The test process's command line; ``flags`` are plugin options (``grader.childargs``)."""
+    return [python or sys.executable, "-I", "-m", "pytest",
+            *child_pytest_args(assignment, staged_path, per_test, targets, extra_args, extra=extra, **flags)]
+
+
+def child_pytest_args(assignment: Assignment, staged_path: Path, per_test: float, targets: list[str],
+                extra_args=(), *, extra=(), **flags) -> list[str]:
+    """pytest's arguments for a test process (what follows ``python -m pytest``)."""
     ini = staged_path.parent / "pytest.ini"
     ini.write_text("[pytest]\n", encoding="utf-8")  # keep any pyproject/pytest.ini around out of the run
     return [
-        python or sys.executable, "-I", "-m", "pytest", *targets,
+        *targets,
         "-p", "grader.plugin", "-p", "no:cacheprovider", "-c", str(ini),
         "--rootdir", str(assignment.suite_dir), "-q", "-rN", "--no-header", "--import-mode=importlib",
         *child_args(assignment=assignment.id, submission=staged_path, staged=True, **flags),
-        f"--timeout={per_test:g}", "--timeout-method=signal", *extra, *pytest_args,
+        f"--timeout={per_test:g}", "--timeout-method=signal", *extra, *extra_args,
     ]
 
 

@@ -282,7 +282,9 @@ def _private_tmp(targets: list[str], size_mb: int) -> list[str]:
             if os.path.isdir(t) and libc.mount(b"tmpfs", t.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, opts) == 0]
 
 
-def _exec_child(spec: dict, cmd: list[str]) -> None:
+def enter(spec: dict) -> None:
+    """In the test process, before any of its code runs: the private temp folders (root), the
+    limits, then the run's uid (root)."""
     limits = spec["limits"]
     if "/tmp" in _private_tmp(spec.get("private_tmp") or [], limits.get("tmp_mb", 1024)):
         os.environ["TMPDIR"] = "/tmp"
@@ -300,16 +302,22 @@ def _exec_child(spec: dict, cmd: list[str]) -> None:
         os.setuid(uid)
         if os.getuid() != uid or os.geteuid() != uid:
             raise SystemExit("lmgrade sandbox: could not drop privileges")
+
+
+def _exec_child(spec: dict, cmd: list[str]) -> None:
+    enter(spec)
     os.execv(cmd[0], cmd)
 
 
-def _keep(spec: dict, cmd: list[str]) -> int:
-    """Run ``cmd`` as the keeper's child; when it ends, kill whatever it left; its exit status."""
+def keep(spec: dict, run_child) -> int:
+    """Be the run's keeper: a subreaper whose fork calls ``run_child()`` (which execs or exits);
+    when that process ends, kill whatever it left, and return its exit status (dying of the
+    signal it died of, so whoever waits for the keeper sees the same)."""
     become_subreaper()
     pid = os.fork()
     if pid == 0:
         try:
-            _exec_child(spec, cmd)
+            run_child()
         finally:
             os._exit(127)
 
@@ -330,7 +338,7 @@ def _keep(spec: dict, cmd: list[str]) -> int:
         if done == pid:
             status = os.waitstatus_to_exitcode(st)
             kill_tree(os.getpid(), keep=(os.getpid(),))
-    if status < 0:  # die of the same signal, so the parent can say "killed by SIGSEGV"
+    if status < 0:
         _setrlimit(resource.RLIMIT_CORE, 0)
         signal.signal(-status, signal.SIG_DFL)
         os.kill(os.getpid(), -status)
@@ -526,4 +534,4 @@ def cpu_seconds(pid: int) -> float:
 if __name__ == "__main__":  # python -m grader.sandbox SPEC -- CMD...
     _spec = json.loads(sys.argv[1])
     _cmd = sys.argv[sys.argv.index("--") + 1:]
-    sys.exit(_keep(_spec, _cmd))
+    sys.exit(keep(_spec, lambda: _exec_child(_spec, _cmd)))

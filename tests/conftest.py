@@ -16,6 +16,9 @@ TOY = Path(__file__).parent / "engine_toy"
 # The course environment installs wandb; the project's tests never log in or log anywhere.
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Gradings fork their test processes from a warm server (grader.warm) unless a test says otherwise:
+# the same path `lmgrade batch`, `mutants` and `demo` take.
+os.environ.setdefault("LMGRADE_WARM", "1")
 
 
 @pytest.fixture(scope="session")
