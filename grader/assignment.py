@@ -72,6 +72,7 @@ class Assignment:
     rules: tuple[Rule, ...]
     notebooks: dict[str, str] = field(default_factory=dict)
     child_judged: tuple[str, ...] = ()  # tests whose verdict the parent takes from the test process
+    min_mutants: int = 12  # `lmgrade check-suite` wants at least this many mutants
 
     # -- paths -------------------------------------------------------------------------
     @property
@@ -198,6 +199,7 @@ def _parse(data: dict, path: Path, root: Path) -> Assignment:
         rules=rules,
         notebooks=dict(data.get("notebooks", {}) or {}),
         child_judged=_child_judged(data, questions, path),
+        min_mutants=int(data.get("min_mutants", 12)),
     )
 
 

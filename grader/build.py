@@ -74,7 +74,9 @@ def build_handout(assignment: Assignment, out: Path, *, stale_template_ok: bool 
 # -- checks before building -----------------------------------------------------------------------
 
 def check_sources(assignment: Assignment, *, stale_template_ok: bool = False) -> None:
-    """The template must be in sync with the reference and the snapshots must match their manifest."""
+    """The suite must pass ``lmgrade check-suite``, the template be in sync with the reference and
+    the snapshots match their manifest."""
+    from grader.checksuite import check_suite
     from grader.template import check_template
 
     if not assignment.template_dir.is_dir():
@@ -86,6 +88,9 @@ def check_sources(assignment: Assignment, *, stale_template_ok: bool = False) ->
     manifest_path = assignment.snapshots_dir / "manifest.json"
     if not manifest_path.is_file():
         raise BuildError(f"no snapshots for {assignment.id} ({manifest_path} missing): run `lmgrade record {assignment.id}`")
+    suite = [p for p in check_suite(assignment) if stale_template_ok is False or not p.startswith("template:")]
+    if suite:
+        raise BuildError(f"`lmgrade check-suite {assignment.id}` found {len(suite)} problem(s):\n  " + "\n  ".join(suite))
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     for rel, digest in manifest.get("files", {}).items():
         path = assignment.snapshots_dir / rel

@@ -83,6 +83,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true", help="only check that the checked-in template is in sync")
     p.set_defaults(func=cmd_template)
 
+    p = sub.add_parser(
+        "check-suite", help="find a suite's authoring mistakes: rubric, snapshots, rules, template, mutants",
+        description="One line per problem: tests missing from the rubric or rubric lines naming no test; "
+                    "snapshot keys sent but not recorded, recorded but not sent, tolerances/masks/hints/rules "
+                    "that differ from the test code (the reference is recorded afresh into a temporary "
+                    "folder to compare); unknown forbidden names; a stale template; too few mutants. "
+                    "Exit 1 if anything is found.")
+    p.add_argument("assignment", nargs="?", help="assignment id (default: all)")
+    p.add_argument("--mutants", action="store_true", help="also grade every mutant: each must lose points")
+    p.add_argument("--no-record", action="store_true", help="skip the fresh recording (faster, checks less)")
+    p.set_defaults(func=cmd_check_suite)
+
     p = sub.add_parser("mutants", help="grade every mutant; exit 1 if one keeps full marks")
     p.add_argument("assignment")
     p.add_argument("names", nargs="*", help="only these mutants")
@@ -185,6 +197,22 @@ def cmd_record(args) -> int:
             return 1
     console.print(f"recorded {assignment.id} ({', '.join(variants)}) into {assignment.snapshots_dir}")
     return 0
+
+
+def cmd_check_suite(args) -> int:
+    from grader.checksuite import check_suite
+
+    status = 0
+    for aid in [args.assignment] if args.assignment else list_assignments():
+        with console.status(f"{aid}: checking the suite..."):
+            problems = check_suite(load_assignment(aid), record=not args.no_record, mutants=args.mutants)
+        for p in problems:
+            err_console.print(f"[red]{aid}:[/red] {p}", highlight=False, soft_wrap=True)
+        if problems:
+            status = 1
+        else:
+            console.print(f"{aid}: suite consistent")
+    return status
 
 
 def cmd_template(args) -> int:

@@ -37,15 +37,19 @@ def compare(
     mask: np.ndarray | None = None,
     reveal: bool = False,
     path: str = "value",
+    dtypes: tuple[str, ...] | None = None,
 ) -> list[str]:
-    ctx = _Ctx(expected_arrays, actual_arrays, tol, reveal)
+    """Problems comparing ``actual`` with ``expected``. A tensor's dtype must equal the expected
+    one exactly, unless ``dtypes`` lists the ones the test accepts."""
+    ctx = _Ctx(expected_arrays, actual_arrays, tol, reveal, dtypes)
     ctx.visit(expected, actual, path, mask)
     return ctx.problems[:MAX_PROBLEMS]
 
 
 class _Ctx:
-    def __init__(self, exp_arrays, act_arrays, tol: Tolerance, reveal: bool):
+    def __init__(self, exp_arrays, act_arrays, tol: Tolerance, reveal: bool, dtypes: tuple[str, ...] | None = None):
         self.exp_arrays, self.act_arrays, self.tol, self.reveal = exp_arrays, act_arrays, tol, reveal
+        self.dtypes = tuple(dtypes) if dtypes else None
         self.problems: list[str] = []
 
     def fail(self, msg: str) -> None:
@@ -123,6 +127,10 @@ class _Ctx:
         if tuple(got.shape) != tuple(want.shape):
             return self.fail(f"{path}: shape {tuple(got.shape)}, expected {tuple(want.shape)}")
         ek, gk = _kind(want.dtype), _kind(got.dtype)
+        allowed = self.dtypes or (exp["dtype"],)
+        if act["dtype"] not in allowed:
+            accepted = exp["dtype"] if len(allowed) == 1 else " or ".join(allowed)
+            return self.fail(f"{path}: dtype {act['dtype']}, expected {accepted}")
         if ek != gk:
             return self.fail(f"{path}: dtype {act['dtype']}, expected a {ek} dtype ({exp['dtype']})")
         sel = np.ones(want.shape, dtype=bool)

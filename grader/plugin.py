@@ -365,10 +365,11 @@ class Snapshot:
         self.seen: dict = {}
 
     def check(self, key: str, value, *, rtol: float | None = None, atol: float | None = None,
-              mask=None, hint: str | None = None) -> None:
-        """``value`` must match what the reference gave for ``key`` (shape, dtype, values)."""
+              mask=None, hint: str | None = None, dtypes=None) -> None:
+        """``value`` must match what the reference gave for ``key`` (shape, dtype, values).
+        A tensor's dtype must be the reference's exactly, unless ``dtypes`` lists the accepted ones."""
         __tracebackhide__ = True
-        self._send(key, value, _tolerance(self._state, rtol, atol), mask, hint, None, None)
+        self._send(key, value, _tolerance(self._state, rtol, atol), mask, hint, None, None, dtypes)
 
     def judge(self, key: str, value, rule: str, *, hint: str | None = None, **params) -> None:
         """``value`` must satisfy ``rule`` (recorded with ``params`` from the reference)."""
@@ -379,7 +380,7 @@ class Snapshot:
             raise TypeError(f"snapshot.judge parameters must be plain JSON values: {err}") from None
         self._send(key, value, Tolerance(0.0, 0.0), None, hint, rule, params)
 
-    def _send(self, key, value, tol, mask, hint, rule, params) -> None:
+    def _send(self, key, value, tol, mask, hint, rule, params, dtypes=None) -> None:
         __tracebackhide__ = True
         try:
             tree, arrays = encode(value)
@@ -387,7 +388,8 @@ class Snapshot:
             self.failed = True
             pytest.fail(_not_implemented(value) or f"`{key}`: {err}", pytrace=False)
         self.checked.append(key)
-        problem = self._checker.send(self, key, tree, arrays, tol=tol, mask=mask, hint=hint, rule=rule, params=params)
+        problem = self._checker.send(self, key, tree, arrays, tol=tol, mask=mask, hint=hint, rule=rule, params=params,
+                                     dtypes=tuple(str(d).removeprefix("torch.") for d in dtypes) if dtypes else None)
         if problem:
             self.failed = True
             pytest.fail(problem, pytrace=False)
@@ -422,9 +424,9 @@ class RecordingChecker(Checker):
     def __init__(self, writer: SnapshotWriter, rules: RuleBook):
         self.writer, self.rules = writer, rules
 
-    def send(self, snap, key, tree, arrays, *, tol, mask, hint, rule, params):
+    def send(self, snap, key, tree, arrays, *, tol, mask, hint, rule, params, dtypes=None):
         mask_arr = None if mask is None else np.asarray(_to_numpy(mask), dtype=bool)
-        self.writer.add(snap.test_id, key, tree, arrays, tol, mask_arr, hint, rule=rule, params=params)
+        self.writer.add(snap.test_id, key, tree, arrays, tol, mask_arr, hint, rule=rule, params=params, dtypes=dtypes)
         value = decode(tree, arrays)
         if rule is not None:
             if rule not in self.rules:

@@ -18,15 +18,17 @@ class RecordError(RuntimeError):
     """The reference failed its own suite, so nothing was recorded."""
 
 
-def record(assignment: Assignment, *, timeout: float | None = None) -> list[str]:
-    """Record every variant; replace ``fixtures/<id>/snapshots`` only if all succeed."""
+def record(assignment: Assignment, *, timeout: float | None = None, out: Path | None = None) -> list[str]:
+    """Record every variant; replace ``fixtures/<id>/snapshots`` (or write ``out``) only if all
+    succeed."""
     variants = {DEFAULT_VARIANT: ()} | {name: (path,) for name, path in assignment.variants.items()}
+    target_dir = out
     with tempfile.TemporaryDirectory(prefix="lmgrade-record-") as tmp:
         out = Path(tmp) / "snapshots"
         for variant, overlays in variants.items():
             _record_variant(assignment, variant, overlays, Path(tmp) / variant, out, timeout)
         write_manifest(out, assignment.id, list(variants))
-        target = assignment.snapshots_dir
+        target = target_dir or assignment.snapshots_dir
         if target.exists():
             shutil.rmtree(target)
         target.parent.mkdir(parents=True, exist_ok=True)

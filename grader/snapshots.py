@@ -114,7 +114,7 @@ class SnapshotStore:
             mask = arrays[entry["mask"]] if entry.get("mask") else None
             tol = Tolerance(entry["rtol"], entry["atol"])
             problems = compare(entry["tree"], arrays, actual, actual_arrays, tol=tol, mask=mask, reveal=reveal,
-                               path=f"`{key}`")
+                               path=f"`{key}`", dtypes=entry.get("dtypes"))
         hint = entry.get("hint")
         if problems and hint:
             problems[-1] += f" (hint: {hint})"
@@ -147,7 +147,8 @@ class SnapshotWriter:
         self._modules: dict[str, tuple[dict, dict[str, np.ndarray]]] = {}
 
     def add(self, test_id: str, key: str, tree: Tree, arrays: dict[str, np.ndarray], tol: Tolerance,
-            mask: np.ndarray | None, hint: str | None, rule: str | None = None, params: dict | None = None) -> None:
+            mask: np.ndarray | None, hint: str | None, rule: str | None = None, params: dict | None = None,
+            dtypes=None) -> None:
         module, name = split_test_id(test_id)
         meta, all_arrays = self._modules.setdefault(module, ({"format": FORMAT, "tests": {}}, {}))
         test = meta["tests"].setdefault(name, {})
@@ -162,6 +163,8 @@ class SnapshotWriter:
             mask_ref = prefix + "mask"
             all_arrays[mask_ref] = np.ascontiguousarray(np.asarray(mask, dtype=bool))
         test[key] = {"tree": renamed, "rtol": tol.rtol, "atol": tol.atol, "mask": mask_ref, "hint": hint}
+        if dtypes:
+            test[key]["dtypes"] = sorted(dtypes)
         if rule is not None:
             test[key]["rule"] = rule
             test[key]["params"] = dict(params or {})
