@@ -266,3 +266,17 @@ def test_notebook_edit_is_applied_to_its_percent_text_and_stays_a_notebook(toy_c
     assert "return x + 1" in notebook_to_py(nb)
     extract = extract_cells([(c.cell_type, c.source) for c in nb.cells], "ops.ipynb")
     assert "return x + 1" in extract.source
+
+
+def test_lmgrade_mutants_stops_on_a_stale_edit_with_one_line(toy_copy, monkeypatch, capsys):
+    from grader.cli import main
+
+    ops = toy_copy / "reference" / "toy" / "ops.py"
+    ops.write_text(ops.read_text().replace("return x.sum(-1)", "return x.sum(dim=-1)"))
+    monkeypatch.setenv("LMGRADE_HOME", str(toy_copy))
+    assert main(["mutants", "toy"]) == 2  # before grading anything
+    err = " ".join(capsys.readouterr().err.split())
+    assert "mutant `loop_rows`: ops.py no longer contains 'return x.sum(-1)'" in err
+    assert "update tests/mutants/toy.yaml" in err
+    assert main(["mutants", "toy", "no_such_mutant"]) == 2
+    assert "toy has no mutant named no_such_mutant" in " ".join(capsys.readouterr().err.split())
