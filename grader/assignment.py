@@ -67,7 +67,7 @@ class Assignment:
     requirements: tuple[str, ...]
     timeout: float
     visibility: str
-    variants: dict[str, Path]
+    variants: tuple[str, ...]  # names of entries of reference/<id>/variants.yaml
     questions: tuple[Question, ...]
     rules: tuple[Rule, ...]
     notebooks: dict[str, str] = field(default_factory=dict)
@@ -96,8 +96,14 @@ class Assignment:
         return self.fixtures_dir / "snapshots"
 
     @property
-    def mutants_dir(self) -> Path:
-        return self.root / "tests" / "mutants" / self.id
+    def mutants_file(self) -> Path:
+        """Known-buggy submissions as edits of the reference (``grader.mutants``)."""
+        return self.root / "tests" / "mutants" / f"{self.id}.yaml"
+
+    @property
+    def variants_file(self) -> Path:
+        """Accepted alternative designs as edits of the reference (``grader.mutants``)."""
+        return self.reference_dir / "variants.yaml"
 
     # -- rubric ------------------------------------------------------------------------
     @property
@@ -183,7 +189,10 @@ def _parse(data: dict, path: Path, root: Path) -> Assignment:
             if missing:
                 raise RubricError(f"{path}: {t.test_id} requires {missing[0]}, which no question lists")
     rules = tuple(_parse_rule(r, path) for r in data.get("rules", []) or [])
-    variants = {name: (root / rel).resolve() for name, rel in (data.get("variants") or {}).items()}
+    variants = data.get("variants") or []
+    if not isinstance(variants, list) or not all(isinstance(v, str) for v in variants):
+        raise RubricError(f"{path}: 'variants' must list names of entries of "
+                          f"reference/{assignment_id}/variants.yaml (got {variants!r})")
     return Assignment(
         id=assignment_id,
         title=str(data.get("title", assignment_id)),
@@ -194,7 +203,7 @@ def _parse(data: dict, path: Path, root: Path) -> Assignment:
         requirements=tuple(data.get("requirements", []) or []),
         timeout=float(data.get("timeout", 60)),
         visibility=visibility,
-        variants=variants,
+        variants=tuple(variants),
         questions=questions,
         rules=rules,
         notebooks=dict(data.get("notebooks", {}) or {}),
@@ -270,7 +279,7 @@ def assignment_from_child_view(view: dict) -> Assignment:
         id=view["id"], title=view["title"], root=Path(view["root"]),
         modules={k: tuple(v) for k, v in view["modules"].items()},
         files_required=tuple(view["files_required"]), provided=tuple(view["provided"]),
-        requirements=(), timeout=float(view["timeout"]), visibility="hidden", variants={},
+        requirements=(), timeout=float(view["timeout"]), visibility="hidden", variants=(),
         questions=(), rules=tuple(Rule(name=r["name"], message=r["message"], forbid=tuple(r["forbid"]),
                                        tests=tuple(r["tests"])) for r in view["rules"]),
         notebooks=dict(view.get("notebooks", {})),

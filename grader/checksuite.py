@@ -220,7 +220,7 @@ def mutant_problems(assignment: Assignment, *, grade_them: bool, jobs: int = 2) 
     out = []
     if len(names) < assignment.min_mutants:
         out.append(f"{len(names)} mutants (the minimum is {assignment.min_mutants}): add known-buggy submissions to "
-                   f"{assignment.mutants_dir}")
+                   f"{assignment.mutants_file.relative_to(assignment.root).as_posix()}")
     if grade_them:
         for result in grade_mutants(assignment, jobs=jobs):
             if result.score >= result.max_score:

@@ -247,7 +247,7 @@ def cmd_mutants(args) -> int:
     with console.status(f"grading mutants of {assignment.id}...", spinner="dots"):
         results = grade_mutants(assignment, args.names or None, jobs=args.jobs)
     if not results:
-        err_console.print(f"[red]error:[/red] no mutants under {assignment.mutants_dir}")
+        err_console.print(f"[red]error:[/red] no mutants in {assignment.mutants_file}")
         return 2
     table = Table(title=f"mutants of {assignment.id}")
     for col in ("mutant", "score", "verdict", "bug"):

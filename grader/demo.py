@@ -14,7 +14,7 @@ from pathlib import Path
 from rich.table import Table
 
 from grader.assignment import load_assignment
-from grader.mutants import describe, list_mutants
+from grader.mutants import grade_mutant, list_mutants
 from grader.runner import grade
 
 # (module, function) of optional TA-tool demos: function(out_dir) -> path or exit code
@@ -35,19 +35,18 @@ def run_demo(assignment_ids: list[str], out: Path, *, n_mutants: int, jobs: int,
         subjects = [("reference", assignment.reference_dir, None, ""),
                     ("template", assignment.template_dir, None, "untouched student template")]
         for m in list_mutants(assignment)[:n_mutants]:
-            subjects.append((f"mutant {m.name}", None, m, describe(m)))
+            subjects.append((f"mutant {m.name}", None, m, m.why))
 
-        def run(subject):
+        def run(subject, assignment=assignment, aid=aid):
             label, folder, mutant, _ = subject
             results = out / aid / f"{label.replace(' ', '_')}.results.json"
             if mutant is not None:
-                return grade(assignment, None, base=assignment.reference_dir, overlays=(mutant,),
-                             results_path=results, label=label, warm=True)
+                return grade_mutant(assignment, mutant, results_path=results, label=label).report
             return grade(assignment, folder, results_path=results, label=label, warm=True)
 
-        with console.status(f"{aid}: grading {len(subjects)} submissions...", spinner="dots"):
-            with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-                reports = list(pool.map(run, subjects))
+        with console.status(f"{aid}: grading {len(subjects)} submissions...", spinner="dots"), \
+                ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            reports = list(pool.map(run, subjects))
         for (label, _, _, note), report in zip(subjects, reports):
             passed = sum(t.passed for t in report.tests)
             table.add_row(aid, label, f"{report.score:g}/{report.max_score:g}", f"{passed}/{len(report.tests)}", note)

@@ -1,5 +1,9 @@
 """``lmgrade record``: run the suite on the reference (and each accepted variant) and store
-what it returns as the snapshots every submission is compared with."""
+what it returns as the snapshots every submission is compared with.
+
+A variant is named in the rubric and defined as edits of the reference in
+``reference/<id>/variants.yaml``; it is materialised into an overlay folder (``grader.mutants``)
+and recorded from there."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from grader.assignment import Assignment
+from grader.mutants import load_variants, materialise
 from grader.runner import child_env, pytest_command, tail_of
 from grader.snapshots import DEFAULT_VARIANT, write_manifest
 from grader.submission import stage
@@ -21,9 +26,16 @@ class RecordError(RuntimeError):
 def record(assignment: Assignment, *, timeout: float | None = None, out: Path | None = None) -> list[str]:
     """Record every variant; replace ``fixtures/<id>/snapshots`` (or write ``out``) only if all
     succeed."""
-    variants = {DEFAULT_VARIANT: ()} | {name: (path,) for name, path in assignment.variants.items()}
     target_dir = out
-    with tempfile.TemporaryDirectory(prefix="lmgrade-record-") as tmp:
+    defined = load_variants(assignment)  # a stale edit fails here, before anything runs
+    if DEFAULT_VARIANT in defined:
+        raise RecordError(f"{assignment.id}: a variant may not be called {DEFAULT_VARIANT!r}")
+    with tempfile.TemporaryDirectory(prefix="lmgrade-record-") as tmp, \
+            tempfile.TemporaryDirectory(prefix="lmgrade-variants-") as overlays_tmp:
+        variants: dict[str, tuple[Path, ...]] = {DEFAULT_VARIANT: ()}
+        for name, variant in defined.items():
+            overlay = Path(overlays_tmp) / name
+            variants[name] = (materialise(variant, assignment.reference_dir, overlay, assignment),)
         out = Path(tmp) / "snapshots"
         for variant, overlays in variants.items():
             _record_variant(assignment, variant, overlays, Path(tmp) / variant, out, timeout)

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from grader.assignment import list_assignments, load_assignment
-from grader.mutants import list_mutants
+from grader.mutants import check, grade_mutant, list_mutants, load_variants
 from grader.runner import grade
 from grader.snapshots import _sha256
 from grader.template import check_template
@@ -27,13 +27,13 @@ MIN_MUTANTS = {"cmu_11667_a2": 15, "mila_ift6135_a2": 15, "cmu_10423_hw3": 12, "
 def graded(request):
     """Grade reference, template and every mutant of one assignment (2 at a time)."""
     a = load_assignment(request.param)
-    subjects = {"reference": dict(submission=a.reference_dir), "template": dict(submission=a.template_dir)}
+    subjects = {"reference": lambda: grade(a, a.reference_dir), "template": lambda: grade(a, a.template_dir)}
     for m in list_mutants(a):
         # -x: the first failing test is enough to show a mutant loses points (and saves CI time;
         # `lmgrade mutants` reports full scores)
-        subjects[f"mutant:{m.name}"] = dict(submission=None, base=a.reference_dir, overlays=(m,), pytest_args=("-x",))
+        subjects[f"mutant:{m.name}"] = lambda m=m: grade_mutant(a, m, pytest_args=("-x",)).report
     with ThreadPoolExecutor(max_workers=2) as pool:
-        reports = dict(zip(subjects, pool.map(lambda kw: grade(a, **kw), subjects.values())))
+        reports = dict(zip(subjects, pool.map(lambda run: run(), subjects.values())))
     return a, reports
 
 
@@ -49,7 +49,7 @@ def test_reference_gets_full_marks(graded):
 
 
 def test_template_gets_zero_with_a_message_per_test(graded):
-    a, reports = graded
+    _, reports = graded
     report = reports["template"]
     earning = [(t.test_id, t.score) for t in report.tests if t.score > 0]
     assert earning == []
@@ -67,6 +67,16 @@ def test_every_mutant_loses_points(graded):
 
 
 @pytest.mark.parametrize("assignment_id", ASSIGNMENTS)
+def test_mutants_and_variants_apply_to_the_reference(assignment_id):
+    """Every edit's old text occurs once in today's reference (cheap: no grading)."""
+    a = load_assignment(assignment_id)
+    mutants = list_mutants(a)
+    assert len(mutants) >= MIN_MUTANTS.get(a.id, 12), f"{a.mutants_file}: too few mutants"
+    check(a, mutants)
+    check(a, list(load_variants(a).values()))
+
+
+@pytest.mark.parametrize("assignment_id", ASSIGNMENTS)
 def test_template_is_in_sync_with_the_reference(assignment_id):
     assert check_template(load_assignment(assignment_id)) == []
 
@@ -77,7 +87,7 @@ def test_rubric_lists_every_collected_test(assignment_id):
     out = subprocess.run(
         [sys.executable, "-m", "pytest", str(a.suite_dir), "--collect-only", "-q", "-p", "grader.plugin",
          "--import-mode=importlib", "--rootdir", str(a.suite_dir), "-c", "/dev/null"],
-        capture_output=True, text=True, cwd=a.suite_dir,
+        capture_output=True, text=True, cwd=a.suite_dir, check=False,
     )
     collected = {line.split("[")[0] for line in out.stdout.splitlines() if "::" in line}
     listed = {t.test_id for t in a.tests}

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from grader.batch import load_metadata, read_export, unpack_export
+from grader.mutants import list_mutants, load_variants, materialise
 from grader.results import validate
 
 # Three kinds of bug the suite must catch: a wrong value, a Python loop the handout forbids, a
@@ -57,12 +58,13 @@ def _write_submission(toy, folder: Path, kind: str) -> None:
         for name in ("ops.py", "helper.py"):
             shutil.copyfile(ref / name, dest / name)
     elif kind == "alternative":
-        shutil.copyfile(ref / "variants" / "alt" / "ops.py", folder / "ops.py")
+        materialise(load_variants(toy)["alt"], ref, folder, toy)  # ops.py
     elif kind == "template":
         shutil.copytree(toy.template_dir, folder, dirs_exist_ok=True)
     elif kind.startswith("mutant:"):
         shutil.copyfile(ref / "helper.py", folder / "helper.py")
-        shutil.copyfile(toy.mutants_dir / kind.split(":")[1] / "ops.py", folder / "ops.py")
+        mutant = next(m for m in list_mutants(toy) if m.name == kind.split(":")[1])
+        materialise(mutant, ref, folder, toy)  # ops.py
     else:
         for name, text in BROKEN[kind.split(":")[1]].items():
             (folder / name).write_text(text)

@@ -34,6 +34,7 @@ from grader.build import (
     public_rubric,
     reference_only_hashes,
 )
+from grader.mutants import edited_files, list_mutants
 from grader.results import validate
 
 E2E = "mila_ift6135_a2"
@@ -257,12 +258,11 @@ def _by_test(results: dict) -> dict[str, dict]:
 
 def test_run_autograder_end_to_end(e2e, e2e_autograder_zip, shared_tmp):
     """Reference, template, a mutant and an adversarial submission, graded by run_autograder."""
-    ref, mutant = e2e.reference_dir, e2e.mutants_dir / E2E_MUTANT
+    ref, mutant = e2e.reference_dir, next(m for m in list_mutants(e2e) if m.name == E2E_MUTANT)
     cases = {
         "reference": {name: ref / name for name in E2E_FILES},
         "template": {p.relative_to(e2e.template_dir).as_posix(): p for p in e2e.template_dir.rglob("*") if p.is_file()},
-        "mutant": {**{name: ref / name for name in E2E_FILES},
-                   **{p.name: p for p in mutant.glob("*.py")}},
+        "mutant": {**{name: ref / name for name in E2E_FILES}, **edited_files(mutant, ref)},
         "adversarial": {"gpt1_solution.py": ref / "gpt1_solution.py", "lstm_solution.py": ADVERSARIAL},
     }
     base = shared_tmp / "e2e"

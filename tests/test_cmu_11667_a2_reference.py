@@ -18,7 +18,7 @@ MODULES = ("utils", "model", "train", "generate", "classify")
 
 
 @pytest.fixture
-def reference(monkeypatch):
+def reference(monkeypatch, tmp_path):
     """Import the reference's flat modules (pre-LN, or post-LN with variant="post_ln"), by the
     names the course uses; whatever held those names in sys.modules is restored afterwards."""
     import importlib
@@ -27,8 +27,11 @@ def reference(monkeypatch):
 
     def load(variant: str | None = None):
         monkeypatch.syspath_prepend(str(REFERENCE))
-        if variant:
-            monkeypatch.syspath_prepend(str(REFERENCE / "variants" / variant))
+        if variant:  # the variant's edits of variants.yaml, applied into a folder ahead of the reference
+            from grader.mutants import load_edits, materialise
+
+            edits = {v.name: v for v in load_edits(REFERENCE / "variants.yaml", "variant")}[variant]
+            monkeypatch.syspath_prepend(str(materialise(edits, REFERENCE, tmp_path / variant)))
         mods = {name: importlib.import_module(name) for name in MODULES}
         for name in MODULES:  # the next load() imports afresh
             sys.modules.pop(name, None)

@@ -9,7 +9,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from grader.mutants import grade_mutants
+from grader.mutants import grade_mutants, load_variants, materialise
 from grader.results import build_results, schema, validate
 from grader.report import score
 from grader.runner import grade
@@ -19,7 +19,7 @@ def _submission(toy, tmp_path: Path, name: str, replace: dict[str, str] | None =
     """A submission folder: the reference (or template) with some functions' bodies replaced."""
     folder = tmp_path / name
     shutil.copytree(toy.reference_dir if source == "reference" else toy.template_dir, folder,
-                    ignore=shutil.ignore_patterns("variants"))
+                    ignore=shutil.ignore_patterns("variants.yaml"))
     text = (folder / "ops.py").read_text()
     for old, new in (replace or {}).items():
         assert old in text, old
@@ -78,8 +78,7 @@ def test_every_mutant_loses_points_with_the_right_test(toy):
 
 
 def test_accepted_variant_gets_full_marks(toy, tmp_path):
-    folder = tmp_path / "alt"
-    shutil.copytree(toy.reference_dir / "variants" / "alt", folder)
+    folder = materialise(load_variants(toy)["alt"], toy.reference_dir, tmp_path / "alt", toy)
     shutil.copy(toy.reference_dir / "helper.py", folder)
     report = grade(toy, folder)
     assert report.score == report.max_score, [(t.test_id, t.message) for t in report.tests if not t.passed]
@@ -184,7 +183,7 @@ def test_alternative_file_name_is_accepted_and_noted(toy, tmp_path):
 
 def test_files_nested_in_a_folder_are_found(toy, tmp_path):
     folder = tmp_path / "nested"
-    shutil.copytree(toy.reference_dir, folder / "src", ignore=shutil.ignore_patterns("variants"))
+    shutil.copytree(toy.reference_dir, folder / "src", ignore=shutil.ignore_patterns("variants.yaml"))
     report = grade(toy, folder)
     assert report.score == report.max_score
     assert any("found ops.py in src/" in n for n in report.notes)

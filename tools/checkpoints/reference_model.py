@@ -1,5 +1,6 @@
 """The architecture a checkpoint is evaluated with: the reference ``DecoderLM`` of
-``reference/cmu_11667_a2`` (pre-LN) or its post-LN variant, both accepted by the handout.
+``reference/cmu_11667_a2`` (pre-LN) or its post-LN variant, both accepted by the handout; the
+variant is the reference's ``model.py`` with the edits of its ``variants.yaml`` applied.
 
 The checker never runs student code: the state dict alone fixes every shape but not the
 block's layer-norm placement, so the forward function is fixed by rule (``--variant``).
@@ -14,6 +15,7 @@ import functools
 import importlib.util
 import os
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -24,8 +26,7 @@ from torch import nn
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_REFERENCE_DIR = REPO_ROOT / "reference" / "cmu_11667_a2"
 REFERENCE_ENV = "LMGRADE_CKPT_REFERENCE"
-VARIANT_FILES = {"pre_ln": "model.py", "post_ln": "variants/post_ln/model.py"}
-VARIANTS = tuple(VARIANT_FILES)
+VARIANTS = ("pre_ln", "post_ln")  # post_ln: an entry of the reference's variants.yaml
 
 
 class ReferenceImportError(Exception):
@@ -55,11 +56,16 @@ def reference_dir() -> Path:
 @functools.cache
 def decoder_class(variant: str, ref_dir: Path | None = None) -> type[nn.Module]:
     """``DecoderLM`` of the given variant (``pre_ln`` or ``post_ln``), imported once."""
-    if variant not in VARIANT_FILES:
+    if variant not in VARIANTS:
         raise ReferenceImportError(f"unknown variant {variant!r}; choose one of {VARIANTS}")
     base = ref_dir or reference_dir()
-    path = base / VARIANT_FILES[variant]
-    module = _import_isolated(path, base, f"_lmgrade_ckpt_ref_{variant}")
+    name = f"_lmgrade_ckpt_ref_{variant}"
+    if variant == "pre_ln":
+        module = _import_isolated(base / "model.py", base, name)
+    else:
+        with tempfile.TemporaryDirectory(prefix="lmgrade-ckpt-variant-") as tmp:
+            module = _import_isolated(_materialise(base, variant, Path(tmp)), base, name)
+    path = base / "model.py"
     if not hasattr(module, "DecoderLM"):
         raise ReferenceImportError(f"{path} does not define DecoderLM")
     return module.DecoderLM
@@ -77,6 +83,22 @@ def build_model(arch: Architecture, variant: str, ref_dir: Path | None = None) -
 def count_params(model: nn.Module) -> int:
     """Parameters as the course counts them: ``model.parameters()``, a tied tensor once."""
     return sum(p.numel() for p in model.parameters())
+
+
+def _materialise(base: Path, variant: str, dest: Path) -> Path:
+    """``model.py`` of a variant of the reference, written into ``dest``."""
+    from grader.mutants import EditError, load_edits, materialise
+
+    edits_file = base / "variants.yaml"
+    try:
+        variants = {}
+        if edits_file.is_file():
+            variants = {v.name: v for v in load_edits(edits_file, "variant")}
+        if variant not in variants:
+            raise ReferenceImportError(f"{edits_file} does not define the variant {variant!r}")
+        return materialise(variants[variant], base, dest) / "model.py"
+    except EditError as err:
+        raise ReferenceImportError(str(err)) from err
 
 
 def _import_isolated(path: Path, base: Path, name: str) -> ModuleType:

@@ -1,1 +1,1 @@
-"""TA tools for Mila IFT6135 A2: data slice, mutants, learning-curve plots."""
+"""TA tools for Mila IFT6135 A2: data slice, learning-curve plots."""
