@@ -69,7 +69,7 @@ def main(argv=None) -> int:
                   f"  / {report.max_score:g}", flush=True)
             if args.failures:
                 for t in report.tests:
-                    if t.max_score and (t.score < t.max_score or t.evidence_score):
+                    if t.max_score and (t.score < t.max_score or t.evidence_score < t.max_score):
                         print(f"    {t.test_id}: {t.score:g}/{t.max_score:g} evidence {t.evidence_score:g}"
                               f" {t.outcome}: {t.message[:160]}")
     return 0

@@ -31,7 +31,8 @@ PARAMETER_SCALE = 0.8
 
 
 def _attention(sub, head_size, num_heads, sequence_length):
-    return sub.gpt1.MultiHeadedAttention(head_size, num_heads, sequence_length)
+    # eval(): a dropout the student may have added must not make the outputs random
+    return sub.gpt1.MultiHeadedAttention(head_size, num_heads, sequence_length).eval()
 
 
 # -- question 2: split_heads / merge_heads -------------------------------------------------
@@ -56,9 +57,10 @@ def test_split_merge_roundtrip(sub, snapshot):
     """merge_heads inverts split_heads and the other way round, each a pure rearrangement (its
     output holds exactly the input's entries): judged whatever the order of the heads."""
     hint = "merge_heads must be the exact inverse of split_heads. " + SPLIT_HINT
-    for head_size, num_heads, dim in [(4, 3, 7), (2, 4, 2), (5, 1, 5)]:
-        x = torch.randn(3, 6, num_heads * dim)
-        y = torch.randn(3, num_heads, 6, dim)
+    configurations = [(4, 3, 7), (2, 4, 2), (5, 1, 5)]
+    # every input is drawn before any submission code runs (its __init__ may draw random numbers)
+    inputs = [(torch.randn(3, 6, h * d), torch.randn(3, h, 6, d)) for _, h, d in configurations]
+    for (head_size, num_heads, dim), (x, y) in zip(configurations, inputs):
         attention = _attention(sub, head_size, num_heads, 6)
         where, tag = f"num_heads={num_heads}, dim={dim}", f"h{num_heads}_d{dim}"
         split = attention.split_heads(x)
@@ -136,7 +138,8 @@ def test_apply_attention_is_causal(sub, snapshot):
 # -- question 5: forward -------------------------------------------------------------------
 
 def _forward_observations(sub, snapshot, head_size, num_heads, sequence_length, seed, **rule):
-    """Write known parameters, run forward, send the input, the shapes and the output."""
+    """Write known parameters, run forward, send the input, the shapes and the output. The input
+    is drawn before the submission's __init__ runs (which may draw random numbers)."""
     hidden_states = torch.randn(2, sequence_length, num_heads * head_size)
     attention = _attention(sub, head_size, num_heads, sequence_length)
     shapes = set_generated_parameters(attention, seed, PARAMETER_SCALE)
@@ -166,11 +169,12 @@ def test_mha_parameter_count(sub, snapshot):
 def test_mha_forward_causal(sub, snapshot):
     """Causal, and later positions use position 0; anchored by position 0's output, which the
     value and output projections alone decide."""
+    noise = torch.randn(2, 3, 12)  # drawn before any submission code runs
     attention, hidden_states = _forward_observations(sub, snapshot, head_size=4, num_heads=3, sequence_length=6,
                                                      seed=2, positions=1)
     with torch.no_grad():
         future = hidden_states.clone()
-        future[:, 3:] += torch.randn_like(future[:, 3:])
+        future[:, 3:] += noise
         snapshot.judge("outputs_future_changed", attention(future), "prefix_unchanged_from", earlier="outputs", upto=2)
         past = hidden_states.clone()
         past[:, 0] += 1.0

@@ -46,6 +46,8 @@ class KnownCausalLayer(KnownLayer):
 
 
 def _model(sub, num_layers=1, sequence_length=S):
+    """A model with parameters set by name. Its __init__ runs the submission's attention code,
+    which may draw random numbers: every test draws its inputs before calling this."""
     model = sub.gpt1.MiniGPT1(V, E, sequence_length, HEADS, num_layers)
     return fill_parameters(model, {"embedding": 0.7}).eval()
 
@@ -83,10 +85,10 @@ def test_forward_values_with_known_layers(sub, snapshot):
 
 def test_forward_log_probas_and_causal(sub, snapshot):
     inputs = torch.randint(1, V, (2, 8))
-    model = _model(sub, num_layers=2, sequence_length=8)
-    model.layers = nn.ModuleList([KnownCausalLayer(E, seed=3), KnownCausalLayer(E, seed=4)])
     changed = inputs.clone()
     changed[:, 4:] = (changed[:, 4:] + torch.randint_like(changed[:, 4:], 1, V)) % (V - 1) + 1
+    model = _model(sub, num_layers=2, sequence_length=8)
+    model.layers = nn.ModuleList([KnownCausalLayer(E, seed=3), KnownCausalLayer(E, seed=4)])
     with torch.no_grad():
         log_probas = model(inputs)
         assert_shape(log_probas, (2, 8, V), "MiniGPT1 output")

@@ -128,16 +128,17 @@ def test_loss_values_padded(sub, snapshot):
 
 
 def test_loss_ignores_padding(sub, snapshot):
-    model = sub.lstm.LSTM(V, E, H, 1)
-    # The anchor: without padding, every correct mean of the NLL gives the same value.
+    # every input is drawn before any submission code runs
     full_log_probas = torch.log_softmax(torch.randn(4, 16, V), dim=-1)
     full_targets = torch.randint(1, V, (4, 16))
-    snapshot.check("loss_without_padding", _loss(model, full_log_probas, full_targets, torch.ones(4, 16)),
-                   hint="Without padding the loss is the mean NLL of the targets.")
     log_probas, targets, mask = _padded_batch(V)
-    loss = _loss(model, log_probas, targets, mask)
     other_log_probas = torch.where(mask[..., None] == 0, torch.log_softmax(torch.randn_like(log_probas), -1), log_probas)
     other_targets = torch.where(mask == 0, torch.randint_like(targets, V), targets)
+    model = sub.lstm.LSTM(V, E, H, 1)
+    # The anchor: without padding, every correct mean of the NLL gives the same value.
+    snapshot.check("loss_without_padding", _loss(model, full_log_probas, full_targets, torch.ones(4, 16)),
+                   hint="Without padding the loss is the mean NLL of the targets.")
+    loss = _loss(model, log_probas, targets, mask)
     snapshot.judge("loss_padded", loss, "finite")
     snapshot.judge("loss_padding_changed", _loss(model, other_log_probas, other_targets, mask), "same_as_earlier",
                    earlier="loss_padded", rtol=1e-5, atol=1e-5,
