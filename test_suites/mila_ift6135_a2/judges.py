@@ -120,9 +120,9 @@ def causal_weights(ev: Evidence) -> list[str]:
     mine = np.where(allowed, weights, -np.inf).argmax(axis=-1)[..., 1:]
     theirs = np.where(allowed, expected, -np.inf).argmax(axis=-1)[..., 1:]
     if (mine != theirs).any():
+        # (how many positions differ is not said: a hidden test discloses no error magnitude)
         return [("the attention weights do not follow the dot products of the queries and keys: for "
-                f"{float((mine != theirs).mean()):.0%} of the query positions the key with the largest "
-                "weight is not the one with the largest Q.K")]
+                 "some query position the key with the largest weight is not the one with the largest Q.K")]
     return []
 
 
