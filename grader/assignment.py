@@ -101,6 +101,10 @@ class Assignment:
         return self.root / "tests" / "mutants" / f"{self.id}.yaml"
 
     @property
+    def alternatives_file(self) -> Path:
+        return self.root / "tests" / "alternatives" / f"{self.id}.yaml"
+
+    @property
     def variants_file(self) -> Path:
         """Accepted alternative designs as edits of the reference (``grader.mutants``)."""
         return self.reference_dir / "variants.yaml"

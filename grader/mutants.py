@@ -159,6 +159,13 @@ def list_mutants(assignment: Assignment) -> list[Mutation]:
     return load_edits(path, "mutant", assignment.root) if path.is_file() else []
 
 
+def list_alternatives(assignment: Assignment) -> list[Mutation]:
+    """Correct solutions written another way the handout allows (``tests/alternatives/<id>.yaml``):
+    each must get full marks."""
+    path = assignment.alternatives_file
+    return load_edits(path, "alternative", assignment.root) if path.is_file() else []
+
+
 def load_variants(assignment: Assignment) -> dict[str, Mutation]:
     """The variants the rubric names, from ``reference/<id>/variants.yaml``."""
     if not assignment.variants:

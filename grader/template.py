@@ -120,3 +120,19 @@ def check_template(assignment: Assignment) -> list[str]:
         if expected[rel] != actual[rel]:
             problems.append(f"out of date: {rel}")
     return problems
+
+
+_RAISE = re.compile(r"raise NotImplementedError(\([^\n]*\))?")
+
+
+def starter_style(template: Path, out: Path, body: str) -> Path:
+    """A copy of the template with every ``raise NotImplementedError(...)`` replaced by ``body``
+    (``return ...`` or ``pass``), as real starters write their placeholders: what a student who
+    has written nothing hands in. Every graded test must fail on it."""
+    shutil.copytree(template, out)
+    for path in out.rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        if _RAISE.search(text):
+            path.write_text(_RAISE.sub(body, text), encoding="utf-8")
+    out.chmod(0o755)
+    return out

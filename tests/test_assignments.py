@@ -1,4 +1,9 @@
-"""Every assignment: reference full marks, template zero, every mutant caught, files in sync.
+"""Every assignment: reference full marks, template zero, every mutant caught, every correct
+alternative at full marks, files in sync, and every point decided by the grading parent.
+
+The evidence score (``GradeReport.evidence_score``) is what a submission that rewrites its own
+test process to report every test as passed would get: it must be 0 for the template and the
+starter-style templates, and below full marks for every mutant.
 
 These grade real submissions through the same path Gradescope uses (a child pytest process
 per submission), so they are the slowest tests; each assignment's gradings run in parallel.
@@ -14,24 +19,29 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from grader.assignment import list_assignments, load_assignment
-from grader.mutants import check, grade_mutant, list_mutants, load_variants
+from grader.mutants import check, grade_mutant, list_alternatives, list_mutants, load_variants
 from grader.runner import grade
-from grader.snapshots import _sha256
-from grader.template import check_template
+from grader.snapshots import _sha256, parent_decided_points
+from grader.template import check_template, starter_style
 
 ASSIGNMENTS = list_assignments()
 MIN_MUTANTS = {"cmu_11667_a2": 15, "mila_ift6135_a2": 15, "cmu_10423_hw3": 12, "duke_ece661_hw3": 12}
 
 
 @pytest.fixture(scope="module", params=ASSIGNMENTS)
-def graded(request):
-    """Grade reference, template and every mutant of one assignment (2 at a time)."""
+def graded(request, tmp_path_factory):
+    """Grade reference, template, starter-style templates, every mutant and every alternative of
+    one assignment (2 at a time), each in full: the evidence of every test is needed."""
     a = load_assignment(request.param)
+    tmp = tmp_path_factory.mktemp(f"starters-{a.id}")
+    tmp.chmod(0o755)
     subjects = {"reference": lambda: grade(a, a.reference_dir), "template": lambda: grade(a, a.template_dir)}
+    for name, body in (("return", "return ..."), ("pass", "pass")):
+        subjects[f"starter:{name}"] = lambda n=name, b=body: grade(a, starter_style(a.template_dir, tmp / n, b))
     for m in list_mutants(a):
-        # -x: the first failing test is enough to show a mutant loses points (and saves CI time;
-        # `lmgrade mutants` reports full scores)
-        subjects[f"mutant:{m.name}"] = lambda m=m: grade_mutant(a, m, pytest_args=("-x",)).report
+        subjects[f"mutant:{m.name}"] = lambda m=m: grade_mutant(a, m).report
+    for m in list_alternatives(a):
+        subjects[f"alternative:{m.name}"] = lambda m=m: grade_mutant(a, m).report
     with ThreadPoolExecutor(max_workers=2) as pool:
         reports = dict(zip(subjects, pool.map(lambda run: run(), subjects.values())))
     return a, reports
@@ -64,6 +74,40 @@ def test_every_mutant_loses_points(graded):
     assert len(mutants) >= MIN_MUTANTS.get(a.id, 12)
     survivors = [k for k, r in mutants.items() if r.score >= r.max_score or r.max_score != a.total_points]
     assert survivors == []
+
+
+def test_no_mutant_could_keep_full_marks_by_rewriting_its_test_process(graded):
+    """Every point is decided by the parent: a mutant that flipped every reported outcome to
+    "passed" would still lose points."""
+    _, reports = graded
+    flipped = [k for k, r in reports.items() if k.startswith("mutant:") and r.evidence_score >= r.max_score]
+    assert flipped == []
+
+
+@pytest.mark.parametrize("subject", ["template", "starter:return", "starter:pass"])
+def test_no_code_earns_nothing_even_by_rewriting_the_test_process(graded, subject):
+    """The template and the real starters' placeholders (`return ...`, `pass`) score 0, and so
+    would a version of them that reported every test as passed."""
+    _, reports = graded
+    report = reports[subject]
+    assert (report.score, report.evidence_score) == (0, 0), [
+        (t.test_id, t.score, t.evidence_score) for t in report.tests if t.score or t.evidence_score]
+    graded_tests = [t for t in report.tests if t.max_score > 0]
+    assert all(t.message and "Traceback" not in t.message for t in graded_tests)
+
+
+def test_every_correct_alternative_gets_full_marks(graded):
+    a, reports = graded
+    for name, report in ((k, r) for k, r in reports.items() if k.startswith("alternative:")):
+        lost = [(t.test_id, t.message[:200]) for t in report.tests if t.max_score > 0 and not t.passed]
+        assert lost == [], name
+        assert report.score == report.evidence_score == report.max_score == a.total_points, name
+
+
+@pytest.mark.parametrize("assignment_id", ASSIGNMENTS)
+def test_every_point_is_decided_by_the_parent(assignment_id):
+    a = load_assignment(assignment_id)
+    assert parent_decided_points(a) == a.total_points
 
 
 @pytest.mark.parametrize("assignment_id", ASSIGNMENTS)

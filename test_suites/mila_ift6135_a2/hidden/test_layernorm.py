@@ -1,10 +1,11 @@
 """Problem 2, question 1 (gpt1_solution.py): LayerNorm.forward.
 
-Expected values are the handout's formula in float64. nn.LayerNorm and every function that
-calls torch.layer_norm are disabled while these tests run (the rubric's rule).
+Values are compared with the reference's by the grading parent (the project's tests check that
+the reference follows the handout's formula). nn.LayerNorm and every function that calls
+torch.layer_norm are disabled while these tests run (the rubric's rule).
 """
 import torch
-from mila_checks import assert_close, layer_norm_f64
+from mila_checks import assert_shape
 
 HINT = (
     "LayerNorm: (x - mean) / sqrt(var + eps) * weight + bias over the last dimension, with "
@@ -28,8 +29,7 @@ def test_layernorm_default_parameters(sub, snapshot):
     layer_norm = _layer_norm(sub, 16)
     with torch.no_grad():
         y = layer_norm(x)
-    ones, zeros = torch.ones(16), torch.zeros(16)
-    assert_close(y, layer_norm_f64(x, ones, zeros, 1e-5), "LayerNorm output", hint=HINT)
+    assert_shape(y, x.shape, "LayerNorm output")
     snapshot.check("outputs", y, hint=HINT)
 
 
@@ -40,7 +40,7 @@ def test_layernorm_affine(sub, snapshot):
     with torch.no_grad():
         y = layer_norm(x)
     hint = HINT + " Scale by self.weight and shift by self.bias after normalising."
-    assert_close(y, layer_norm_f64(x, weight, bias, 1e-5), "LayerNorm output (non-trivial weight and bias)", hint=hint)
+    assert_shape(y, x.shape, "LayerNorm output")
     snapshot.check("outputs", y, hint=hint)
 
 
@@ -53,22 +53,23 @@ def test_layernorm_small_variance(sub, snapshot):
     layer_norm = _layer_norm(sub, 32, weight, bias)
     with torch.no_grad():
         y = layer_norm(x)
-    assert_close(y, layer_norm_f64(x, weight, bias, 1e-5), "LayerNorm output on small-variance inputs", hint=HINT)
+    assert_shape(y, x.shape, "LayerNorm output")
     snapshot.check("outputs", y, hint=HINT)
 
 
-def test_layernorm_shapes_gradients_and_no_side_effects(sub):
+def test_layernorm_shapes_gradients_and_no_side_effects(sub, snapshot):
     weight, bias = 1.0 + 0.5 * torch.randn(8), torch.randn(8)
-    for shape in [(5, 8), (2, 3, 2, 2, 8)]:
-        x = torch.randn(shape)
-        kept = x.clone()
+    inputs = [torch.randn(shape) for shape in [(5, 8), (2, 3, 2, 2, 8)]]  # before any submission code
+    for index, x in enumerate(inputs):
+        shape = tuple(x.shape)
         layer_norm = _layer_norm(sub, 8, weight, bias)
         y = layer_norm(x)
-        assert_close(y, layer_norm_f64(x, weight, bias, 1e-5), f"LayerNorm output for an input of shape {shape}", hint=HINT)
-        if not torch.equal(x, kept):
-            raise AssertionError("LayerNorm.forward modified its input in place; it must return a new tensor.")
+        assert_shape(y, shape, f"LayerNorm output for an input of shape {shape}")
+        snapshot.check(f"outputs_{index}", y, hint=HINT)
+        # the input as it is after the call: LayerNorm must not modify it in place
+        snapshot.check(f"input_after_{index}", x, rtol=0, atol=0,
+                       hint="LayerNorm.forward modified its input in place; it must return a new tensor.")
         y.pow(2).sum().backward()
         for name in ("weight", "bias"):
-            grad = getattr(layer_norm, name).grad
-            if grad is None or not torch.isfinite(grad).all() or grad.abs().sum() == 0:
-                raise AssertionError(f"no gradient reaches LayerNorm.{name}: the output must use self.{name} differentiably.")
+            snapshot.check(f"{name}_gradient_{index}", getattr(layer_norm, name).grad,
+                           hint=f"the gradient must reach LayerNorm.{name}: use self.{name} differentiably.")
