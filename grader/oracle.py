@@ -64,7 +64,7 @@ def new_token() -> str:
 def pack_arrays(arrays: dict[str, np.ndarray]) -> dict[str, dict]:
     out = {}
     for name, arr in arrays.items():
-        arr = np.ascontiguousarray(arr)
+        arr = np.ascontiguousarray(arr).reshape(np.shape(arr))
         out[name] = {"dtype": str(arr.dtype), "shape": list(arr.shape),
                      "data": base64.b64encode(arr.tobytes()).decode("ascii")}
     return out

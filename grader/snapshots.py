@@ -157,7 +157,7 @@ class SnapshotWriter:
         prefix = f"{name}::{key}::"
         renamed = _prefix_refs(tree, prefix)
         for ref, arr in arrays.items():
-            all_arrays[prefix + ref] = np.ascontiguousarray(arr)
+            all_arrays[prefix + ref] = np.ascontiguousarray(arr).reshape(np.shape(arr))
         mask_ref = None
         if mask is not None:
             mask_ref = prefix + "mask"

@@ -47,7 +47,8 @@ def _encode(value: Any, name: str, arrays: dict[str, np.ndarray], depth: int) ->
     if isinstance(value, str):
         return {"t": "str", "v": str.__str__(value)}
     if type(value) is np.ndarray or isinstance(value, np.ndarray):
-        arr = np.ascontiguousarray(np.asarray(value).view(np.ndarray))
+        plain = np.asarray(value).view(np.ndarray)
+        arr = np.ascontiguousarray(plain).reshape(plain.shape)  # keeps 0-d arrays 0-d
         return _array_leaf(arr, str(arr.dtype), "array", name, arrays)
     tensor = _as_plain_tensor(value)
     if tensor is not None:
@@ -56,7 +57,8 @@ def _encode(value: Any, name: str, arrays: dict[str, np.ndarray], depth: int) ->
             tensor = tensor.float()  # numpy has no bfloat16; float32 holds bf16/fp16 exactly
         if tensor.is_complex():
             raise UnsupportedValue("complex tensors are not supported in snapshots")
-        return _array_leaf(np.ascontiguousarray(tensor.numpy()), dtype, "tensor", name, arrays)
+        data = tensor.numpy()
+        return _array_leaf(np.ascontiguousarray(data).reshape(data.shape), dtype, "tensor", name, arrays)
     if isinstance(value, (list, tuple)):
         kind = "tuple" if isinstance(value, tuple) else "list"
         items = [_encode(v, f"{name}.{i}", arrays, depth + 1) for i, v in enumerate(list(value))]
