@@ -69,8 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", type=Path, help="write Gradescope's results.json here")
     p.add_argument("--json", action="store_true", help="print results.json to stdout instead of a table")
     p.add_argument("--timeout", type=float, help="per-test timeout in seconds (default: the rubric's)")
-    p.add_argument("--time-budget", type=float, metavar="SECONDS",
-                   help="wall-clock limit for the whole run; tests not finished by then score 0")
+    p.add_argument("--time-budget", type=float, metavar="SECONDS", default=None,
+                   help="wall-clock limit for the whole run; tests not finished by then score 0 "
+                        "(default 1800; 0: none)")
     p.add_argument("-v", "--verbose", action="store_true", help="show every test, passed ones too")
     p.set_defaults(func=cmd_grade)
 
