@@ -345,7 +345,7 @@ def grade_mutant(assignment: Assignment, mutant: Mutation, **kwargs) -> MutantRe
 
 
 def grade_mutants(
-    assignment: Assignment, names: list[str] | None = None, jobs: int = 2, progress=None
+    assignment: Assignment, names: list[str] | None = None, jobs: int = 2, progress=None, **kwargs
 ) -> list[MutantResult]:
     mutants = list_mutants(assignment)
     if names:
@@ -359,7 +359,7 @@ def grade_mutants(
     check(assignment, mutants)  # a stale edit fails before anything is graded
     results: list[MutantResult] = []
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        for result in pool.map(lambda m: grade_mutant(assignment, m), mutants):
+        for result in pool.map(lambda m: grade_mutant(assignment, m, **kwargs), mutants):
             results.append(result)
             if progress:
                 progress(result)

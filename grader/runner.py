@@ -90,6 +90,9 @@ class GradeOptions:
     limits: dict | None = None
     budget: float | None = None
     warm: bool | None = None  # fork test processes from a warm server (None: $LMGRADE_WARM == "1")
+    # stop at the first graded test whose evidence fails (mutant checks: that one test shows the
+    # mutant loses points even if it rewrote its own test process); the rest is "not run"
+    first_evidence_failure: bool = False
 
     @property
     def use_warm(self) -> bool:
@@ -220,6 +223,7 @@ class SuiteRun:
         self.notes = self.oracle.notes
         self.log = _BoundedLog()
         self.private_tmp: list[str] = []
+        self.stopped_early = False
 
     @property
     def events(self) -> dict[str, dict]:
@@ -267,7 +271,8 @@ class SuiteRun:
         if self.oracle.rejected:
             self.notes.add(f"{self.oracle.rejected} messages on the grader's channel did not come from the grader "
                            "or broke its protocol, and were ignored")
-        why_unrun = INTERRUPTED if self.stop is not None and self.stop.requested else "this test did not run"
+        why_unrun = INTERRUPTED if self.stop is not None and self.stop.requested else \
+            "stopped after the first failure" if self.stopped_early else "this test did not run"
         for t in self.oracle.collected or ():
             self.events.setdefault(t, {"event": "result", "test": t, "outcome": "not run",
                                        "message": why_unrun, "stdout": ""})
@@ -288,6 +293,9 @@ class SuiteRun:
             self.oracle.running = None
             if self.stop is not None and self.stop.requested:
                 self.notes.add(f"{INTERRUPTED} ({self.stop.signal_name}) before every test had run")
+                return
+            if self.stopped_early:
+                self.notes.add("stopped at the first graded test whose evidence failed")
                 return
             if self.deadline is not None and time.time() > self.deadline:
                 self.notes.add("the run used up its time budget before every test had run")
@@ -397,7 +405,7 @@ class _Child:
             if r.stop is not None and r.stop.requested:
                 self._stop(f"{INTERRUPTED} while this test ran", timeout=False)
                 break
-            if self.restart:
+            if self.restart or r.stopped_early:
                 self._stop("", timeout=False)
                 break
             if r.deadline is not None and time.time() > r.deadline:
@@ -465,6 +473,9 @@ class _Child:
                 # handler, a C extension) and a test must not pass by outlasting it
                 r.events[test].update(outcome="timeout", message=f"took {took:.1f} s, over its timeout of {r.per_test:g} s")
             self.restart = msg.get("restart") is True  # the rest of the tests get a fresh child
+            if r.opts.first_evidence_failure and r.oracle.store is not None and not r.oracle.verdict(test).ok:
+                spec = r.assignment.spec_for(test)
+                r.stopped_early = spec is not None and spec.points > 0
             kill_run(self.box, root_pid=self.proc.pid, keep=(self.proc.pid, _test_process(self.proc.pid)))
         if out.violation is not None:
             self.restart = True

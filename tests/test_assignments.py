@@ -39,7 +39,9 @@ def graded(request, tmp_path_factory):
     for name, body in (("return", "return ..."), ("pass", "pass")):
         subjects[f"starter:{name}"] = lambda n=name, b=body: grade(a, starter_style(a.template_dir, tmp / n, b))
     for m in list_mutants(a):
-        subjects[f"mutant:{m.name}"] = lambda m=m: grade_mutant(a, m).report
+        # stop at the first test whose evidence fails: that test shows the mutant loses points,
+        # even had it rewritten its test process (its evidence, not its outcome, failed)
+        subjects[f"mutant:{m.name}"] = lambda m=m: grade_mutant(a, m, first_evidence_failure=True).report
     for m in list_alternatives(a):
         subjects[f"alternative:{m.name}"] = lambda m=m: grade_mutant(a, m).report
     with ThreadPoolExecutor(max_workers=2) as pool:
@@ -78,7 +80,8 @@ def test_every_mutant_loses_points(graded):
 
 def test_no_mutant_could_keep_full_marks_by_rewriting_its_test_process(graded):
     """Every point is decided by the parent: a mutant that flipped every reported outcome to
-    "passed" would still lose points."""
+    "passed" would still lose points. (Each mutant ran until its first test whose evidence
+    failed, so one run proves both.)"""
     _, reports = graded
     flipped = [k for k, r in reports.items() if k.startswith("mutant:") and r.evidence_score >= r.max_score]
     assert flipped == []
