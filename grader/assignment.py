@@ -74,6 +74,9 @@ class Assignment:
     questions: tuple[Question, ...]
     rules: tuple[Rule, ...]
     notebooks: dict[str, str] = field(default_factory=dict)
+    # environment variables the test process gets, each a path under fixtures/<id>/
+    # (`data_env: {NLTK_DATA: nltk_data}`: data real starters load with no network)
+    data_env: dict[str, str] = field(default_factory=dict)
 
     # -- paths -------------------------------------------------------------------------
     @property
@@ -186,7 +189,24 @@ def _parse(data: dict, path: Path, root: Path) -> Assignment:
         questions=questions,
         rules=rules,
         notebooks=dict(data.get("notebooks", {}) or {}),
+        data_env=_parse_data_env(data.get("data_env"), path),
     )
+
+
+def _parse_data_env(value, path: Path) -> dict[str, str]:
+    """``{VAR: relative/path}``: names of environment variables, paths inside fixtures/<id>/."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise RubricError(f"{path}: field 'data_env' must map variable names to paths")
+    out = {}
+    for var, rel in value.items():
+        if not (isinstance(var, str) and var.isidentifier() and isinstance(rel, str) and rel):
+            raise RubricError(f"{path}: data_env entry {var!r}: {rel!r} must be NAME: relative/path")
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:
+            raise RubricError(f"{path}: data_env {var}: {rel!r} must stay inside fixtures/<id>/")
+        out[var] = rel
+    return out
 
 
 def _parse_question(q: dict, path: Path) -> Question:
@@ -224,6 +244,7 @@ def child_view(assignment: Assignment) -> dict:
         "modules": {k: list(v) for k, v in assignment.modules.items()},
         "files_required": list(assignment.files_required), "provided": list(assignment.provided),
         "timeout": assignment.timeout, "notebooks": dict(assignment.notebooks),
+        "data_env": dict(assignment.data_env),
         "rules": [{"name": r.name, "message": r.message, "forbid": list(r.forbid), "tests": list(r.tests)}
                   for r in assignment.rules],
     }
@@ -238,4 +259,5 @@ def assignment_from_child_view(view: dict) -> Assignment:
         questions=(), rules=tuple(Rule(name=r["name"], message=r["message"], forbid=tuple(r["forbid"]),
                                        tests=tuple(r["tests"])) for r in view["rules"]),
         notebooks=dict(view.get("notebooks", {})),
+        data_env=dict(view.get("data_env", {})),
     )
