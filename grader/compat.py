@@ -376,15 +376,19 @@ def _patch_torch_load(torch, tell: Callable[[], None]) -> None:
 
 def _patch_cuda_only_calls(torch, tell: Callable[[], None]) -> None:
     """``torch.cuda.synchronize()`` and friends raise without a GPU; with every tensor on the
-    CPU there is nothing to wait for or select."""
+    CPU there is nothing to wait for or select. One function object per name: torch._dynamo
+    maps torch's functions by identity and refuses one object under two names."""
 
-    def nothing(*args, **kwargs):
+    def synchronize(*args, **kwargs):
         tell()
 
-    def device_zero(*args, **kwargs):
+    def set_device(*args, **kwargs):
+        tell()
+
+    def current_device(*args, **kwargs):
         tell()
         return 0
 
-    torch.cuda.synchronize = nothing
-    torch.cuda.set_device = nothing
-    torch.cuda.current_device = device_zero
+    torch.cuda.synchronize = synchronize
+    torch.cuda.set_device = set_device
+    torch.cuda.current_device = current_device

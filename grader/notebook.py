@@ -274,6 +274,10 @@ class _Extraction:
                 if reason:
                     return what, reason
         reason = self._why_not_simple(node.value)
+        value = node.value
+        if reason is None and isinstance(value, ast.Call) and isinstance(value.func, ast.Name) \
+                and isinstance(self.def_nodes.get(value.func.id), ast.ClassDef):
+            what = f"object {', '.join(names)} (a {value.func.id})"
         return what, reason
 
     def _settable_root(self, target: ast.expr) -> str | None:
