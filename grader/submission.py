@@ -230,7 +230,14 @@ def _package_root(src: Path, file: Path) -> Path | None:
 
 
 def _package_name_ok(name: str) -> bool:
-    return name.isidentifier() and name not in RESERVED_MODULES and name not in sys.stdlib_module_names
+    """A package may not shadow the grader's stack, the standard library or anything installed
+    (a student folder named `wandb` would otherwise replace the library for the whole run)."""
+    if not name.isidentifier() or name in RESERVED_MODULES or name in sys.stdlib_module_names:
+        return False
+    try:
+        return importlib.util.find_spec(name) is None
+    except (ImportError, ValueError):
+        return False
 
 
 def _imports_of(path: Path) -> tuple[set[str], int]:

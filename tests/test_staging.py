@@ -109,7 +109,7 @@ def test_flat_layout_in_a_folder_is_still_flattened(toy, tmp_path):
     assert "found ops.py in src/ and used it" in staged.notes
 
 
-@pytest.mark.parametrize("folder", ["torch", "json", "my-code"])
+@pytest.mark.parametrize("folder", ["torch", "json", "wandb", "my-code"])
 def test_reserved_or_invalid_package_names_are_flattened(toy, tmp_path, folder):
     src = write(tmp_path / "sub", {f"{folder}/ops.py": OPS.format(imp=f"{folder}.consts"),
                                    f"{folder}/consts.py": "OFFSET2 = 1.0\n"})
