@@ -21,9 +21,10 @@ the grader has none of these. The plugin calls this module in the test process:
     ``set_device``) do nothing. The first rewrite sends one note. Submissions that never ask
     for CUDA pay nothing.
 
-* ``before_test`` / ``after_import``: if the student's code imported ``wandb`` and no run is
-  active, start a disabled one, as the courses' own tests did (``wandb.init(mode="disabled")``),
-  so an unconditional ``wandb.log`` in ``train()`` works. wandb is never imported here.
+* ``before_test`` / ``after_import`` (and right after the student's code imports ``wandb``,
+  at the top of a module or inside ``train()``): if no wandb run is active, start a disabled
+  one, as the courses' own tests did (``wandb.init(mode="disabled")``), so an unconditional
+  ``wandb.log`` in ``train()`` works. wandb is never imported here.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ def prepare(assignment, *, cuda: list[str] = (), device: str = "cpu",
     _state["note"] = note
     _apply_data_env(assignment)
     _after_module_import("nltk", _patch_nltk)
+    _after_module_import("wandb", lambda module: _ensure_wandb_run())  # imported in a function too
     if device == "cpu" and cuda:
         _enable_cpu_for_cuda()
 

@@ -218,6 +218,21 @@ print(json.dumps({"modes": len(_get_current_function_mode_stack()), "failed": fa
 
 # -- wandb ---------------------------------------------------------------------------------------
 
+def test_wandb_imported_inside_a_function_gets_a_run(tmp_path):
+    result = run_python("""
+import json, sys
+from grader import compat
+from grader.assignment import load_assignment
+compat.prepare(load_assignment("cmu_11667_a2"))
+def train():
+    import wandb                 # a student's lazy import
+    wandb.log({"loss": 1.0})
+    return wandb.run is not None
+print(json.dumps({"before": "wandb" in sys.modules, "run": train()}))
+""", tmp_path, env={"WANDB_MODE": "disabled", "WANDB_SILENT": "true"})
+    assert result == {"before": False, "run": True}
+
+
 def test_wandb_run_started_only_when_the_student_imported_wandb(tmp_path):
     result = run_python("""
 import json, sys
