@@ -73,6 +73,9 @@ class Assignment:
     notebooks: dict[str, str] = field(default_factory=dict)
     child_judged: tuple[str, ...] = ()  # tests whose verdict the parent takes from the test process
     min_mutants: int = 12  # `lmgrade check-suite` wants at least this many mutants
+    # environment variables the test process gets, each a path under fixtures/<id>/
+    # (`data_env: {NLTK_DATA: nltk_data}`: data real starters load with no network)
+    data_env: dict[str, str] = field(default_factory=dict)
 
     # -- paths -------------------------------------------------------------------------
     @property
@@ -213,6 +216,7 @@ def _parse(data: dict, path: Path, root: Path) -> Assignment:
         notebooks=dict(data.get("notebooks", {}) or {}),
         child_judged=_child_judged(data, questions, path),
         min_mutants=int(data.get("min_mutants", 12)),
+        data_env=_parse_data_env(data.get("data_env"), path),
     )
 
 
@@ -223,6 +227,22 @@ def _child_judged(data: dict, questions, path: Path) -> tuple[str, ...]:
     if unknown:
         raise RubricError(f"{path}: child_judged names {unknown[0]}, which no question lists")
     return names
+
+
+def _parse_data_env(value, path: Path) -> dict[str, str]:
+    """``{VAR: relative/path}``: names of environment variables, paths inside fixtures/<id>/."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise RubricError(f"{path}: field 'data_env' must map variable names to paths")
+    out = {}
+    for var, rel in value.items():
+        if not (isinstance(var, str) and var.isidentifier() and isinstance(rel, str) and rel):
+            raise RubricError(f"{path}: data_env entry {var!r}: {rel!r} must be NAME: relative/path")
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:
+            raise RubricError(f"{path}: data_env {var}: {rel!r} must stay inside fixtures/<id>/")
+        out[var] = rel
+    return out
 
 
 def _parse_question(q: dict, path: Path) -> Question:
@@ -273,6 +293,7 @@ def child_view(assignment: Assignment) -> dict:
         "modules": {k: list(v) for k, v in assignment.modules.items()},
         "files_required": list(assignment.files_required), "provided": list(assignment.provided),
         "timeout": assignment.timeout, "notebooks": dict(assignment.notebooks),
+        "data_env": dict(assignment.data_env),
         "rules": [{"name": r.name, "message": r.message, "forbid": list(r.forbid), "tests": list(r.tests)}
                   for r in assignment.rules],
     }
@@ -287,4 +308,5 @@ def assignment_from_child_view(view: dict) -> Assignment:
         questions=(), rules=tuple(Rule(name=r["name"], message=r["message"], forbid=tuple(r["forbid"]),
                                        tests=tuple(r["tests"])) for r in view["rules"]),
         notebooks=dict(view.get("notebooks", {})),
+        data_env=dict(view.get("data_env", {})),
     )

@@ -4,14 +4,18 @@ Some handouts ask for notebooks (Duke ECE 661: `LabRNN.ipynb`). A notebook is a 
 training runs, plots and shell magics between the definitions the tests need, so it cannot be
 imported as it is. `extract_notebook` keeps what a test can call and drops what would run:
 
-- taken: imports, top-level `def`/`class`, and simple constant assignments (literals, containers
-  of literals, and expressions over names already taken, e.g. `STOP_WORDS = set(stopwords.words(
-  "english"))`); a `try` block made only of such statements;
+- taken: imports, top-level `def`/`class`, and assignments whose value is cheap to build:
+  literals, containers of literals, expressions over names already taken (e.g. `STOP_WORDS =
+  set(stopwords.words("english"))`), and instances of classes defined in the notebook whose
+  constructor loads, downloads or trains nothing (`hparams = HyperParams()`, which functions
+  often read as a global); attribute or item assignments on such a value (`hparams.LR = 0.01`);
+  a `try` block made only of such statements;
 - skipped: every other top-level statement (calls, loops, `if` blocks, training runs, displays),
   assignments whose value calls a notebook-defined function or a loading/training method
   (`from_pretrained`, `read_csv`, `train`, ...), and shell or magic lines (`!pip`, `%matplotlib`),
   which are blanked before the cell is parsed;
-- errors: a cell that does not parse is skipped whole and reported; the other cells still count.
+- errors: a cell that does not parse (a syntax error, or nesting too deep for Python's parser)
+  is skipped whole and reported; the other cells still count.
 
 Cells keep their order, so a later definition overrides an earlier one as in a notebook run.
 Cells are numbered from 1 in notebook order, markdown cells included.
@@ -48,6 +52,15 @@ RUN_CALLS = frozenset({
     "login", "pipeline", "open", "input", "exec", "eval", "compile", "__import__", "cuda", "to",
     "backward", "step", "show", "savefig", "plot", "display", "print",
 })
+# Calls a constructor may make and stay cheap: `kwargs.get(...)`, `self.to(device)`, `print(...)`,
+# `self.eval()`; any other RUN_CALLS name in a notebook class's constructor makes it a run.
+CONSTRUCTOR_SAFE_CALLS = frozenset({"get", "to", "cuda", "print", "eval"})
+CONSTRUCTOR_METHODS = ("__init__", "__new__", "__post_init__")
+RULE = ("Rule: the tests import your definitions, imports and constants, and skip every top-level "
+        "statement that runs something (training, loading data or models, downloads, plots, "
+        "prints). Assignments are kept when their value is cheap to build: literals, library "
+        "calls that load nothing, and instances of classes defined here whose constructor loads "
+        "or trains nothing (e.g. `hparams = HyperParams()`).")
 # Modules that exist only inside Jupyter or Colab: their imports are guarded, not fatal.
 NOTEBOOK_ONLY_MODULES = ("google.colab", "IPython", "ipywidgets", "tqdm.notebook")
 # Cell magics whose body is not Python: the whole cell is skipped.
@@ -73,10 +86,13 @@ class NotebookExtract:
     errors: list[str] = field(default_factory=list)
     undefined: list[str] = field(default_factory=list)
     name: str = "notebook"
+    # for each line of `source`: [cell number, line in that cell], or None (lines lmgrade added)
+    line_map: list = field(default_factory=list)
 
     def report(self) -> str:
         """A plain-text account: what the tests will see and what they will not."""
-        lines = [f"{self.name}: cells are numbered from 1 in notebook order (markdown included)."]
+        lines = [f"{self.name}: cells are numbered from 1 in notebook order (markdown included).",
+                 RULE]
         sections = [
             ("Errors (these cells were skipped whole; fix them so the tests can see their code)",
              self.errors),
@@ -130,22 +146,26 @@ def extract_cells(cells: list[tuple[str, str]], name: str = "notebook") -> Noteb
     for number, (cell_type, source) in enumerate(cells, start=1):
         if cell_type == "code" and source.strip():
             state.add_cell(number, source)
-    return NotebookExtract(source=state.module_text(name), taken=state.taken,
-                           skipped=state.skipped, errors=state.errors,
-                           undefined=state.undefined_uses(), name=name)
+    source, line_map = state.module_text(name)
+    return NotebookExtract(source=source, taken=state.taken, skipped=state.skipped,
+                           errors=state.errors, undefined=state.undefined_uses(), name=name,
+                           line_map=line_map)
 
 
 class _Extraction:
     """Walks the cells in order, keeping the statements a test may import."""
 
     def __init__(self) -> None:
-        self.chunks: list[str] = []
+        self.chunks: list[tuple[int, list[str], list]] = []  # (cell, lines, line map)
         self.taken: list[str] = []
         self.skipped: list[str] = []
         self.errors: list[str] = []
         self.defined: set[str] = set()            # names bound by taken statements so far
         self.local_defs: set[str] = set()         # functions and classes defined in the notebook
+        self.def_nodes: dict[str, ast.AST] = {}   # the latest definition of each of them
+        self.imported: set[str] = set()           # names bound by taken imports
         self.skipped_binds: dict[str, int] = {}   # name -> cell of a skipped statement binding it
+        self.skipped_calls: dict[str, set[str]] = {}  # name -> what that skipped statement calls
         self.globals_used: list[tuple[str, int, set[str]]] = []  # (def name, cell, free names)
 
     def add_cell(self, number: int, source: str) -> None:
@@ -158,9 +178,18 @@ class _Extraction:
             where = f" at line {err.lineno}" if err.lineno else ""
             self.errors.append(f"cell {number}: SyntaxError{where}: {err.msg}")
             return
+        except (RecursionError, MemoryError) as err:
+            # Python's parser gives up on deep nesting (RecursionError or MemoryError).
+            self.errors.append(f"cell {number}: nested too deeply for Python to read "
+                               f"({type(err).__name__})")
+            return
         lines = code.splitlines()
         for node in tree.body:
-            self._add_statement(number, node, lines)
+            try:
+                self._add_statement(number, node, lines)
+            except (RecursionError, MemoryError) as err:
+                self.errors.append(f"cell {number}: the statement at line {node.lineno} is nested "
+                                   f"too deeply to read ({type(err).__name__}); skipped")
 
     def _strip_magics(self, number: int, source: str) -> str | None:
         """Blank shell and magic lines (keeping line numbers); None if the cell is not Python."""
@@ -187,19 +216,26 @@ class _Extraction:
             return  # a docstring or a bare literal: nothing to run, nothing to report
         what, reason = self._judge(node)
         if reason is None:
-            self.chunks.append(f"# --- cell {number} ---\n{self._source_of(node, lines)}")
+            self.chunks.append((number, *self._source_of(node, lines)))
             self.taken.append(f"{what} (cell {number})")
             bound = _bound_names(node)
             self.defined |= bound
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                self.imported |= bound
             for name in bound:
                 self.skipped_binds.pop(name, None)
+                self.skipped_calls.pop(name, None)
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                 self.local_defs.add(node.name)
+                self.def_nodes[node.name] = node
                 self.globals_used.append((node.name, number, _free_names(node)))
         else:
             self.skipped.append(f"cell {number}: {reason} `{_short(_first_code_line(node, lines))}`")
+            calls = _called_names(node)
             for name in _bound_names(node):
-                self.skipped_binds.setdefault(name, number)
+                if name not in self.skipped_binds:
+                    self.skipped_binds[name] = number
+                    self.skipped_calls[name] = calls
 
     def _judge(self, node: ast.stmt) -> tuple[str, str | None]:
         """(description, None) when the statement is taken, else (description, why skipped)."""
@@ -229,9 +265,30 @@ class _Extraction:
         if node.value is None:
             return what, "annotation without a value"
         if not all(_plain_target(t) for t in targets):
-            return what, "assignment to an attribute or item"
+            roots = [self._settable_root(t) for t in targets]
+            if not all(roots):
+                return what, "assignment to an attribute or item"
+            what = "setting " + ", ".join(_unparse(t) or "?" for t in targets)
+            for target in targets:  # `hparams.LR = x`: subscripts in the target are code too
+                reason = self._why_not_simple(target)
+                if reason:
+                    return what, reason
         reason = self._why_not_simple(node.value)
+        value = node.value
+        if reason is None and isinstance(value, ast.Call) and isinstance(value.func, ast.Name) \
+                and isinstance(self.def_nodes.get(value.func.id), ast.ClassDef):
+            what = f"object {', '.join(names)} (a {value.func.id})"
         return what, reason
+
+    def _settable_root(self, target: ast.expr) -> str | None:
+        """`hparams` for `hparams.LR` / `hparams["lr"]` when `hparams` is a value this extract
+        keeps (not an imported module: `torch.backends.cudnn.benchmark = True` stays a run)."""
+        if not isinstance(target, (ast.Attribute, ast.Subscript)):
+            return None
+        root = _dotted_root(target)
+        if root is None or root not in self.defined or root in self.imported:
+            return None
+        return root
 
     def _why_not_simple(self, expr: ast.expr) -> str | None:
         """None if `expr` may be evaluated at import time, else why not."""
@@ -254,6 +311,11 @@ class _Extraction:
     def _why_call_not_simple(self, call: ast.Call) -> str | None:
         func = call.func
         if isinstance(func, ast.Name):
+            if isinstance(self.def_nodes.get(func.id), ast.ClassDef):
+                heavy = self._heavy(func.id, set())
+                if heavy:
+                    return f"instantiates {func.id}, whose constructor {heavy} (a run):"
+                return None  # a cheap construction; its arguments are judged by the caller's walk
             if func.id in self.local_defs:
                 return f"calls {func.id}, defined in this notebook (a run):"
             if func.id in RUN_CALLS:
@@ -266,6 +328,41 @@ class _Extraction:
             return "calls something that is not an import:"
         if attr in RUN_CALLS:
             return f"calls .{attr}() (loads, trains or has side effects):"
+        return None
+
+    def _heavy(self, name: str, seen: set[str]) -> str | None:
+        """Why running notebook definition `name` (a class's constructor, or a function it
+        calls) would load, download, train or have side effects; None if it would not."""
+        node = self.def_nodes.get(name)
+        if node is None or name in seen:
+            return None
+        seen.add(name)
+        if isinstance(node, ast.ClassDef):
+            bodies = [s for s in node.body if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef))
+                      and s.name in CONSTRUCTOR_METHODS]
+            for body in bodies:  # a global the constructor reads must exist at import time
+                missing = sorted(n for n in _free_names(body) if n not in self.defined)
+                if missing:
+                    return f"reads `{missing[0]}`, which no taken statement defines"
+            for base in node.bases:  # a notebook base class's constructor runs too
+                if isinstance(base, ast.Name) and base.id in self.def_nodes:
+                    why = self._heavy(base.id, seen)
+                    if why:
+                        return why
+        else:
+            bodies = [node]
+        for body in bodies:
+            for sub in ast.walk(body):
+                if not isinstance(sub, ast.Call):
+                    continue
+                func = sub.func
+                called = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
+                if called in RUN_CALLS and called not in CONSTRUCTOR_SAFE_CALLS:
+                    return f"calls {called}()"
+                if isinstance(func, ast.Name) and func.id in self.def_nodes and func.id != name:
+                    why = self._heavy(func.id, seen)
+                    if why:
+                        return f"calls {func.id}, which {why}"
         return None
 
     def _all_simple(self, node: ast.Try) -> bool:
@@ -281,24 +378,39 @@ class _Extraction:
         return True
 
     @staticmethod
-    def _source_of(node: ast.stmt, lines: list[str]) -> str:
+    def _source_of(node: ast.stmt, lines: list[str]) -> tuple[list[str], list[int | None]]:
+        """The statement's lines and, for each, its line number in the cell (None: added)."""
         start = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
-        text = "\n".join(lines[start - 1:node.end_lineno])
+        text = lines[start - 1:node.end_lineno]
+        numbers: list[int | None] = list(range(start, start + len(text)))
         if isinstance(node, (ast.Import, ast.ImportFrom)) and _notebook_only(node):
             # Colab/Jupyter-only modules are absent where tests run; only their uses should fail.
-            body = "\n".join("    " + line for line in text.splitlines())
-            text = f"try:\n{body}\nexcept ImportError:\n    pass"
-        return text
+            text = ["try:", *("    " + line for line in text), "except ImportError:", "    pass"]
+            numbers = [None, *numbers, None, None]
+        return text, numbers
 
-    def module_text(self, name: str) -> str:
-        header = (f'"""Extracted from {name} by lmgrade: imports, definitions and constants only."""'
-                  "\n")
-        return header + "\n\n".join(self.chunks) + "\n"
+    def module_text(self, name: str) -> tuple[str, list]:
+        """The module's source and, per line, [cell, line in cell] or None."""
+        out = [f'"""Extracted from {name} by lmgrade: imports, definitions and constants only."""']
+        line_map: list = [None]
+        for index, (cell, text, numbers) in enumerate(self.chunks):
+            if index:
+                out.append("")
+                line_map.append(None)
+            out.append(f"# --- cell {cell} ---")
+            line_map.append(None)
+            out.extend(text)
+            line_map.extend([cell, n] if n is not None else None for n in numbers)
+        return "\n".join(out) + "\n", line_map
 
     def undefined_uses(self) -> list[str]:
         notes = []
         for def_name, cell, free in self.globals_used:
             for name in sorted(free):
+                if def_name in self.skipped_calls.get(name, ()):
+                    # `x_test = load_imdb()[2]` does not make load_imdb depend on x_test: an
+                    # unfinished load_imdb that reads it would be reported for its own result
+                    continue
                 if name in self.skipped_binds and name not in self.defined:
                     notes.append(f"{def_name} (cell {cell}) uses `{name}`, which is only set by a "
                                  f"skipped statement (cell {self.skipped_binds[name]}); "
@@ -390,10 +502,20 @@ def _dotted_root(expr: ast.expr) -> str | None:
 def _called_name(expr: ast.expr) -> str | None:
     if not isinstance(expr, ast.Call):
         return None
+    return _unparse(expr.func)
+
+
+def _unparse(expr: ast.expr) -> str | None:
     try:
-        return ast.unparse(expr.func)
-    except (ValueError, TypeError):  # pragma: no cover - unparse handles every parsed node
+        return ast.unparse(expr)
+    except (ValueError, TypeError, RecursionError):  # deep nesting: unparse recurses
         return None
+
+
+def _called_names(node: ast.AST) -> set[str]:
+    """Names of the functions and classes a statement calls directly (`f(...)`)."""
+    return {sub.func.id for sub in ast.walk(node)
+            if isinstance(sub, ast.Call) and isinstance(sub.func, ast.Name)}
 
 
 def _first_code_line(node: ast.stmt, lines: list[str]) -> str:

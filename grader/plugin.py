@@ -38,13 +38,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from grader import childargs, gradescope
+from grader import childargs, compat, gradescope
 from grader.assignment import Assignment, RubricError, assignment_from_child_view, load_assignment
 from grader.compare import Tolerance
 from grader.judges import Evidence, RuleBook, load_rulebook
 from grader.oracle import OracleClient
 from grader.snapshots import SnapshotStore, SnapshotWriter
-from grader.submission import Modules, StagedSubmission, SubmissionError, stage
+from grader.submission import (
+    Modules,
+    StagedSubmission,
+    SubmissionError,
+    describe_exception,
+    stage,
+    student_location,
+)
 from grader.tamper import Fingerprint, HookFingerprint
 from grader.values import UnsupportedValue, decode, encode
 
@@ -178,6 +185,8 @@ def _setup(state: _State, config: pytest.Config, items: list[pytest.Item]) -> No
         state.staged = stage(state.assignment, sub_path, Path(state.tmp.name))
     sys.path.insert(0, str(state.staged.path))
     os.chdir(state.staged.path)  # student code opens relative paths (data/, configs/) from its folder
+    compat.prepare(state.assignment, cuda=state.staged.cuda, device=state.device,
+                   note=lambda text: _emit(state, {"event": "note", "text": text}))
     state.modules = Modules(state.staged, state.assignment.fixtures_dir)
     state.modules._lmgrade_state = state
     state.checker = _choose_checker(state, config)
@@ -243,6 +252,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     gradescope.reset_dunders(item)
     if state.setup_error:
         pytest.fail(state.setup_error, pytrace=False)
+    compat.before_test()
     _seed_all(seed_for(item.stash[_TEST_ID]))
 
 
@@ -316,6 +326,7 @@ def _after_import(modules: Modules) -> None:
     """Student modules may have run arbitrary code at import: undo replaced functions now,
     before the test goes on to use them (not a fault of this test: noted, not failed)."""
     state = getattr(modules, "_lmgrade_state", None)
+    compat.after_import()
     if state is not None:
         _note_tampering(state, _restore(state), during_test=False)
 
@@ -585,22 +596,13 @@ def _message(excinfo: pytest.ExceptionInfo, item: pytest.Item) -> str:
     where = _student_location(excinfo, item)
     if isinstance(exc, NotImplementedError):
         return f"not implemented yet: NotImplementedError{where}" + (f": {exc}" if str(exc) else "")
-    if isinstance(exc, AssertionError):
-        text = str(exc).strip() or "assertion failed"
-        return text
-    return f"{type(exc).__name__}: {exc}{where}"
+    if isinstance(exc, AssertionError) and not where:  # the test's own assertion
+        return str(exc).strip() or "assertion failed"
+    return describe_exception(exc, where)  # from student code, or a library it called
 
 
 def _student_location(excinfo: pytest.ExceptionInfo, item: pytest.Item) -> str:
-    state = item.config.stash[_STATE_KEY]
-    if state.staged is None:
-        return ""
-    root = state.staged.path.resolve()
-    frames = [e for e in excinfo.traceback if Path(str(e.path)).resolve().is_relative_to(root)]
-    if not frames:
-        return ""
-    f = frames[-1]
-    return f" (raised in {Path(str(f.path)).name}, line {f.lineno + 1}, in {f.name})"
+    return student_location(excinfo.tb, item.config.stash[_STATE_KEY].staged)
 
 
 def _longrepr_text(rep: pytest.TestReport) -> str:

@@ -287,3 +287,103 @@ def test_stager_reports_a_corrupted_notebook(tmp_path):
     assert staged.errors["rnn"].startswith("LabRNN.ipynb is not a valid notebook")
     assert staged.found["llm"] == "LabLLM.py" and "llm" not in staged.errors
     assert any("LabLLM.ipynb: cells are numbered" in note for note in staged.notes)
+
+
+# -- what functions read: cheap instances of notebook classes (issue #11) ---------------------
+
+HPARAMS_CELLS = [
+    ("code", """\
+        from nltk.corpus import stopwords
+        import torch
+        """),
+    ("code", """\
+        def stop_words():
+            return set(["the", "a"])
+
+
+        class HyperParams:
+            def __init__(self, lr=0.001):
+                self.UNK_TOKEN = '<unk>'
+                self.STOP_WORDS = stop_words()
+                self.LR = lr
+        """),
+    ("code", """\
+        hparams = HyperParams()
+        hparams.LR = 0.01
+        hparams.__dict__["MAX_LENGTH"] = 256
+        torch.backends.cudnn.benchmark = True
+        """),
+    ("code", """\
+        def tokenize(vocab, example):
+            return [vocab.get(w, vocab[hparams.UNK_TOKEN]) for w in example.split()]
+        """),
+]
+
+
+def test_instance_of_a_notebook_class_is_kept(tmp_path):
+    ex = extract_cells([(k, textwrap.dedent(s)) for k, s in HPARAMS_CELLS], name="LabRNN.ipynb")
+    ns = load_module(ex.source, tmp_path)
+    assert ns["tokenize"]({"<unk>": 1, "good": 2}, "good zebra") == [2, 1]
+    assert ns["hparams"].LR == 0.01 and ns["hparams"].MAX_LENGTH == 256
+    assert "object hparams (a HyperParams) (cell 3)" in ex.taken
+    assert ex.undefined == []  # tokenize's global is set by a kept statement
+    assert any("cudnn.benchmark" in s and "attribute" in s for s in ex.skipped)  # a module's
+    assert "Rule:" in ex.report() and "hparams = HyperParams()" in ex.report()
+
+
+@pytest.mark.parametrize("constructor, why", [
+    ("self.df = pd.read_csv('IMDBDataset.csv')", "calls read_csv()"),
+    ("self.model = AutoModel.from_pretrained('gpt2')", "calls from_pretrained()"),
+    ("self.vocab = make_vocab()", "calls make_vocab, which calls read_csv()"),
+    ("self.vocab = VOCAB", "reads `VOCAB`, which no taken statement defines"),
+    ("self.history = train_for(5)", "calls train_for, which calls fit()"),
+])
+def test_instance_whose_constructor_loads_or_trains_is_skipped(tmp_path, constructor, why):
+    cells = [("code", "import pandas as pd\nfrom transformers import AutoModel\n"),
+             ("code", ("def make_vocab():\n    return pd.read_csv('x.csv')\n\n\n"
+                      "def train_for(n):\n    return Runner().fit(n)\n")),
+             ("code", f"class Lab:\n    def __init__(self):\n        {constructor}\n"),
+             ("code", "lab = Lab()\n")]
+    ex = extract_cells(cells)
+    skipped = [s for s in ex.skipped if "cell 4" in s]
+    assert len(skipped) == 1 and f"instantiates Lab, whose constructor {why}" in skipped[0], skipped
+    assert "lab" not in load_module(ex.source, tmp_path)
+
+
+def test_subclass_of_a_heavy_notebook_class_is_skipped():
+    cells = [("code", ("class Base:\n    def __init__(self):\n        self.data = open('x.txt').read()\n"
+                      "\n\nclass Child(Base):\n    pass\n\n\nchild = Child()\nok = Base.__name__\n"))]
+    ex = extract_cells(cells)
+    assert any("instantiates Child, whose constructor calls open()" in s for s in ex.skipped)
+    assert "constant ok (cell 1)" in ex.taken
+
+
+def test_calling_a_notebook_function_is_still_a_run():
+    ex = extract_cells([("code", "def load_imdb():\n    return 1, 2\n\n\nx_train, x_test = load_imdb()\n")])
+    assert any("calls load_imdb, defined in this notebook (a run)" in s for s in ex.skipped)
+
+
+def test_a_function_is_not_warned_about_its_own_results():
+    """An unfinished template's load_imdb reads x_test, which only `... = load_imdb()` sets."""
+    cells = [("code", ("def load_imdb():\n    # Add your code here.\n\n"
+                      "    return x_train, x_valid, x_test\n")),
+             ("code", "x_train, x_valid, x_test = load_imdb()\n"),
+             ("code", "def evaluate():\n    return len(x_test)\n")]
+    ex = extract_cells(cells)
+    assert len(ex.undefined) == 1 and ex.undefined[0].startswith("evaluate (cell 3) uses `x_test`")
+
+
+def test_line_map_points_into_the_notebook(tmp_path):
+    cells = [("markdown", "# Lab"), ("code", "%matplotlib inline\nimport math\n"),
+             ("code", "from google.colab import drive\n"),
+             ("code", "X = 1\n\n\ndef f(y):\n    return math.sqrt(y)\n")]
+    ex = extract_cells(cells)
+    lines = ex.source.splitlines()
+    assert len(ex.line_map) == len(lines)
+    for index, where in enumerate(ex.line_map):
+        if where is not None:
+            cell, line = where
+            source = cells[cell - 1][1].splitlines()
+            assert source[line - 1].strip() == lines[index].strip(), (index, where)
+    assert ex.line_map[lines.index("    return math.sqrt(y)")] == [4, 5]
+    assert ex.line_map[lines.index("try:")] is None  # lmgrade's guard around a Colab import
