@@ -1,24 +1,24 @@
-"""Public checks of dataloader.py and generate.py."""
+"""Public checks of dataloader.py and generate.py.
+
+Run them locally with `pytest` from your handout folder.
+"""
 
 
-def test_instruction_text_has_review_and_label(sub):
-    loader = sub.dataloader.CustomDataLoader([], tokenizer=None)
-    rec = {"text": "a gentle , funny film .", "label": 1}
-    copy = dict(rec)
-    out = loader._add_instruction_finetuning(copy)
-    out = out if isinstance(out, dict) else copy  # filled in place or returned: both are fine
-    text = out.get("instr_tuned_text")
-    assert isinstance(text, str), '_add_instruction_finetuning must add a string rec["instr_tuned_text"]'
-    assert rec["text"] in text, "the instruction-tuned text must contain the review"
-    assert text.rstrip().endswith("positive"), "the text must end with the label as a word (1 -> positive)"
+def test_instruction_text_has_review_and_label(sub, snapshot, make_loader, instruction_observations):
+    records = [{"text": "a gentle , funny film .", "label": 1}, {"text": "a dull , lifeless film .", "label": 0}]
+    loader = make_loader(records)
+    snapshot.check("records", records)
+    snapshot.judge("instruction_texts", instruction_observations(loader, records), "instruction_texts",
+                   records="records",
+                   hint='rec["instr_tuned_text"] = get_sentiment_prompt(rec["text"]) followed by the label '
+                        '("positive" / "negative", or 1 / 0)')
 
 
-def test_get_accuracy_returns_three_numbers(sub, stub_sampler, test_records):
+def test_get_accuracy_returns_accuracy_and_counts(sub, snapshot, stub_sampler, test_records, label_strings,
+                                                  accuracy_of):
     records = test_records[:2]
-    sampler, _ = stub_sampler(records, [" positive", " negative"])
-    result = sampler.get_accuracy()
-    assert isinstance(result, tuple) and len(result) == 3, (
-        "get_accuracy must return (accuracy, positive_predictions, negative_predictions)")
-    accuracy, n_pos, n_neg = result
-    assert 0.0 <= accuracy <= 1.0
-    assert (n_pos, n_neg) == (1, 1)
+    sampler, _ = stub_sampler(records, [" " + label_strings[1], " " + label_strings[0]])
+    result = accuracy_of(sampler.get_accuracy(), len(records))
+    snapshot.check("result", result,
+                   hint="get_accuracy returns (accuracy, positive_predictions, negative_predictions) "
+                        "(the starter's 4th value, the number of correct predictions, is fine too)")
