@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from rich.console import Console
@@ -139,12 +140,14 @@ def cmd_grade(args) -> int:
     from grader.runner import grade
 
     assignment = load_assignment(args.assignment)
-    if not args.submission.is_dir():
-        err_console.print(f"[red]error:[/red] submission folder {args.submission} does not exist")
-        return 2
-    with console.status(f"grading {args.submission} ({len(assignment.tests)} tests)...", spinner="dots"):
-        report = grade(assignment, args.submission, results_path=args.results, timeout=args.timeout,
-                       budget=args.time_budget)
+    with tempfile.TemporaryDirectory(prefix="lmgrade-zip-") as tmp:
+        folder, problem = submission_folder(args.submission, Path(tmp))
+        if problem:
+            err_console.print(f"[red]error:[/red] {problem}")
+            return 2
+        with console.status(f"grading {args.submission} ({len(assignment.tests)} tests)...", spinner="dots"):
+            report = grade(assignment, folder, results_path=args.results, timeout=args.timeout,
+                           budget=args.time_budget, label=str(args.submission))
     if args.json:
         print(json.dumps(build_results(report), indent=2))
         return 0
@@ -152,6 +155,30 @@ def cmd_grade(args) -> int:
     if args.results:
         console.print(f"results.json written to {args.results}")
     return 0
+
+
+def submission_folder(path: Path, tmp: Path) -> tuple[Path, str]:
+    """The folder to grade: ``path`` itself, or a zip extracted into ``tmp`` (as batch takes
+    them); the problem in one line otherwise."""
+    import zipfile
+
+    if path.is_dir():
+        return path, ""
+    if not path.exists():
+        return path, f"{path} does not exist"
+    if not zipfile.is_zipfile(path):
+        return path, f"{path} is a file, not a folder (give the folder holding your files, or a .zip of it)"
+    from grader.batch import BatchError, check_zip
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            check_zip(zf, path)
+            zf.extractall(tmp / "submission")
+    except (zipfile.BadZipFile, OSError, BatchError) as err:
+        return path, f"cannot extract {path}: {err}"
+    root = tmp / "submission"
+    entries = [p for p in root.iterdir() if p.name != "__MACOSX"]
+    return (entries[0] if len(entries) == 1 and entries[0].is_dir() else root), ""
 
 
 def print_report(report, verbose: bool = False) -> None:

@@ -84,6 +84,7 @@ class _State:
     pid: int = 0
     device: str = "cpu"
     setup_error: str | None = None
+    static_rules: dict | None = None  # local runs: rule name -> findings in the source
     record_failures: list[str] = field(default_factory=list)
     results: dict[str, dict] = field(default_factory=dict)
     tmp: tempfile.TemporaryDirectory | None = None
@@ -152,7 +153,8 @@ def _warm_up_guards(state: _State, items: list[pytest.Item]) -> None:
     """Entering a torch mode the first time imports torch._dynamo (about 2 s): do it now, before
     any test's timeout runs, rather than inside the first guarded test (where a timeout could
     also cut the import in half and break later tests)."""
-    guarded = state.assignment is not None and any(state.assignment.rules_for(i.stash[_TEST_ID]) for i in items)
+    guarded = state.static_rules is None and state.assignment is not None and \
+        any(state.assignment.rules_for(i.stash[_TEST_ID]) for i in items)
     if guarded or "grader.properties" in sys.modules:
         import torch
 
@@ -190,6 +192,12 @@ def _setup(state: _State, config: pytest.Config, items: list[pytest.Item]) -> No
     state.modules = Modules(state.staged, state.assignment.fixtures_dir)
     state.modules._lmgrade_state = state
     state.checker = _choose_checker(state, config)
+    if isinstance(state.checker, LocalChecker):
+        # a student's local run: the handout's rules are read from the source, as the grading
+        # parent reads them, instead of guarding torch's dispatcher (which imports torch._dynamo)
+        from grader.rules import staged_findings
+
+        state.static_rules = staged_findings(state.assignment, state.staged)
 
 
 def _choose_checker(state: _State, config: pytest.Config) -> Checker:
@@ -264,6 +272,11 @@ def pytest_runtest_call(item: pytest.Item):
     test_id = item.stash[_TEST_ID]
     _seed_all(seed_for(test_id))  # again: fixture set-up may have drawn random numbers
     rules = state.assignment.rules_for(test_id) if state.assignment else ()
+    if state.static_rules is not None:
+        broken = [r for r in rules if r.name in state.static_rules]
+        if broken:
+            pytest.fail(f"{broken[0].message} ({state.static_rules[broken[0].name][0].describe()})", pytrace=False)
+        rules = ()
     with forbid([(r.name, r.message, r.forbid) for r in rules]) as recorder:
         try:
             result = yield

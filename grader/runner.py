@@ -157,6 +157,11 @@ def _stage(assignment, submission, tmp_path: Path, opts: GradeOptions, notes: li
     except Exception as err:  # noqa: BLE001 - a submission must never crash the grader
         notes.append(f"the submission could not be staged: {type(err).__name__}: {str(err)[:400]}")
         return None
+    if not staged.found and submission is not None:
+        expected = ", ".join(names[0] for names in assignment.modules.values())
+        notes.append(f"nothing to grade: {submission} holds none of the files the handout names "
+                     f"(expected {expected}); no test was run")
+        return None
     notes += list(staged.notes) + [f"{alias}: {msg}" for alias, msg in staged.errors.items()]
     return staged
 
@@ -551,6 +556,7 @@ def child_pytest_args(assignment: Assignment, staged_path: Path, per_test: float
         *targets,
         "-p", "grader.plugin", "-p", "no:cacheprovider", "-c", str(ini),
         "--rootdir", str(assignment.suite_dir), "-q", "-rN", "--no-header", "--import-mode=importlib",
+        "--assert=plain",  # a message says what the test says, never pytest's introspection of it
         *child_args(assignment=assignment.id, submission=staged_path, staged=True, **flags),
         f"--timeout={per_test:g}", "--timeout-method=signal", *extra, *extra_args,
     ]
@@ -566,6 +572,7 @@ def child_env(home: Path | None = None) -> dict[str, str]:
         "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
         "TQDM_DISABLE": "1",  # progress bars would fill the "your code printed" section
         "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+        "TRANSFORMERS_VERBOSITY": "error", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
         "OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", "1"),
     })
     if home is not None:
