@@ -275,9 +275,8 @@ def stage_handout(assignment: Assignment, root: Path) -> None:
     copy_tree(Path(__file__).resolve().parent, root / "grader")
     suite = root / handout_suite_path(assignment)
     copy_tree(assignment.suite_dir / "public", suite / "public")
-    for name in ("conftest.py", "__init__.py", "judges.py"):  # judges.py: rules of public tests
-        if (assignment.suite_dir / name).is_file():
-            shutil.copyfile(assignment.suite_dir / name, suite / name)
+    for path in sorted(assignment.suite_dir.glob("*.py")):  # conftest, judges.py (rules), helpers
+        shutil.copyfile(path, suite / path.name)
     (suite / "assignment.yaml").write_text(public_rubric_text(assignment), encoding="utf-8")
     stage_public_fixtures(assignment, root / "fixtures" / assignment.id)
     names = handout_names(assignment)
@@ -306,9 +305,9 @@ def public_rubric(assignment: Assignment) -> dict:
     data = yaml.safe_load((assignment.suite_dir / "assignment.yaml").read_text(encoding="utf-8"))
     questions = []
     for q in data.get("questions", []):
-        tests = {tid: pts for tid, pts in (q.get("tests") or {}).items() if str(tid).startswith("public/")}
+        tests = {tid: _public_points(pts) for tid, pts in (q.get("tests") or {}).items() if str(tid).startswith("public/")}
         if tests:
-            questions.append({**q, "tests": tests, "points": sum(float(p) for p in tests.values())})
+            questions.append({**q, "tests": tests, "points": sum(tests.values())})
     rules = []
     for rule in data.get("rules") or []:
         patterns = [p for p in rule.get("tests", []) if not str(p).startswith("hidden/")]
@@ -316,6 +315,11 @@ def public_rubric(assignment: Assignment) -> dict:
             rules.append({**rule, "tests": patterns})
     public = {k: v for k, v in data.items() if k not in ("questions", "rules", "variants")}
     return {**public, "questions": questions, **({"rules": rules} if rules else {})}
+
+
+def _public_points(entry) -> float:
+    """A rubric entry's points; a public test's ``requires`` (hidden tests) stays out of the handout."""
+    return float(entry["points"]) if isinstance(entry, dict) else float(entry)
 
 
 def public_rubric_text(assignment: Assignment) -> str:

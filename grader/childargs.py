@@ -35,6 +35,8 @@ FLAGS: dict[str, Flag] = {
     "oracle": Flag("--lmgrade-oracle", "WRITE_FD,READ_FD of the grading parent's channel (`lmgrade grade`)"),
     "config": Flag("--lmgrade-config", "the test process's view of the rubric, as JSON (`lmgrade grade`)"),
     "staged": Flag("--lmgrade-staged", "the submission folder is already staged (by `lmgrade grade`)", switch=True),
+    "live": Flag("--lmgrade-live", "ALIAS=MODULE: grade this already-imported module for that alias "
+                 "(a notebook's live namespace, `lmgrade.check`)"),
     "device": Flag("--lmgrade-device", "device for tests that build models (cpu or cuda)", choices=("cpu", "cuda"),
                    default="cpu"),
 }

@@ -192,6 +192,10 @@ def _setup(state: _State, config: pytest.Config, items: list[pytest.Item]) -> No
     state.modules = Modules(state.staged, state.assignment.fixtures_dir)
     state.modules._lmgrade_state = state
     state.checker = _choose_checker(state, config)
+    for spec in filter(None, (config.getoption("lmgrade_live") or "").split(",")):
+        alias, _, name = spec.partition("=")
+        if name in sys.modules:
+            state.modules.live[alias] = sys.modules[name]
     if isinstance(state.checker, LocalChecker):
         # a student's local run: the handout's rules are read from the source, as the grading
         # parent reads them, instead of guarding torch's dispatcher (which imports torch._dynamo)

@@ -436,6 +436,7 @@ class Modules:
     def __init__(self, staged: StagedSubmission, fixtures: Path):
         self._staged = staged
         self._loaded: dict[str, ModuleProxy] = {}
+        self.live: dict[str, ModuleType] = {}  # alias -> a module already in this process (a notebook's)
         self._failed: dict[str, str] = dict(staged.errors)
         self.path = staged.path
         self.fixtures = fixtures
@@ -444,6 +445,10 @@ class Modules:
         if alias.startswith("_"):
             raise AttributeError(alias)
         if alias in self._loaded:
+            return self._loaded[alias]
+        if alias in self.live:
+            module = self.live[alias]
+            self._loaded[alias] = ModuleProxy(module, getattr(module, "__file__", None) or module.__name__)
             return self._loaded[alias]
         if alias in self._failed:
             raise SubmissionError(self._failed[alias])
