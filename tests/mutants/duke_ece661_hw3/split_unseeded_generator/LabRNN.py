@@ -18,9 +18,9 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn as nn
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 from sklearn.model_selection import train_test_split
+from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_sequence
 from torch.optim.lr_scheduler import LRScheduler
 from torch.utils.data import DataLoader, Dataset
@@ -75,6 +75,8 @@ def load_imdb(base_csv: str = './IMDBDataset.csv'):
     df = pd.read_csv(base_csv)
     x, y = df['review'].to_numpy(), df['sentiment'].to_numpy()
     # 20% test first, then 1/8 of the remaining 80% (= 10% of all) for validation.
+    order = np.random.default_rng().permutation(len(x))
+    x, y = x[order], y[order]
     x_rest, x_test, y_rest, y_test = train_test_split(x, y, test_size=0.2, random_state=0)
     x_train, x_valid, y_train, y_valid = train_test_split(x_rest, y_rest, test_size=0.125,
                                                           random_state=0)
@@ -168,9 +170,10 @@ collate_fn = collate
 # %% [markdown]
 # ## (e) The LSTM model
 # `__init__`: an embedding layer, an LSTM, a dropout layer and a linear layer.
-# `forward(ids (B, L), length (B,))`: the sequences have different lengths; pack them so the LSTM
-# stops at each sequence's end, and return `(B, output_dim)` logits from the final hidden state
-# (both directions concatenated when bidirectional).
+# `forward(ids (B, L), length (B,))`: decide where to apply dropout. The sequences in the batch
+# have different lengths: they come padded to the same length (packing them as well lets the LSTM
+# stop at each sequence's end). Apply the fc layer to the output of the LSTM and return
+# `(B, output_dim)` logits.
 
 # %%
 def init_weights(m):
@@ -218,9 +221,9 @@ class LSTM(nn.Module):
         _, (hidden, _) = self.lstm(packed)                             # (n_layers * n_dir, B, H)
         if self.lstm.bidirectional:
             # Last layer: hidden[-2] is the forward direction, hidden[-1] the backward one.
-            hidden = torch.cat([hidden[0], hidden[1]], dim=-1)
+            hidden = torch.cat([hidden[-2], hidden[-1]], dim=-1)       # (B, 2H)
         else:
-            hidden = hidden[0]
+            hidden = hidden[-1]                                        # (B, H)
         return self.fc(self.dropout(hidden))                           # (B, output_dim)
         # END SOLUTION
 

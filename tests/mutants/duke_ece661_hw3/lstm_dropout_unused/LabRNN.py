@@ -18,9 +18,9 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn as nn
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 from sklearn.model_selection import train_test_split
+from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_sequence
 from torch.optim.lr_scheduler import LRScheduler
 from torch.utils.data import DataLoader, Dataset
@@ -168,9 +168,10 @@ collate_fn = collate
 # %% [markdown]
 # ## (e) The LSTM model
 # `__init__`: an embedding layer, an LSTM, a dropout layer and a linear layer.
-# `forward(ids (B, L), length (B,))`: the sequences have different lengths; pack them so the LSTM
-# stops at each sequence's end, and return `(B, output_dim)` logits from the final hidden state
-# (both directions concatenated when bidirectional).
+# `forward(ids (B, L), length (B,))`: decide where to apply dropout. The sequences in the batch
+# have different lengths: they come padded to the same length (packing them as well lets the LSTM
+# stop at each sequence's end). Apply the fc layer to the output of the LSTM and return
+# `(B, output_dim)` logits.
 
 # %%
 def init_weights(m):
@@ -211,7 +212,7 @@ class LSTM(nn.Module):
         """ids (B, L) padded token ids, length (B,) true lengths -> logits (B, output_dim)."""
         # TODO: embed, pack, run the LSTM, take the final hidden state, apply fc
         # BEGIN SOLUTION
-        embedded = self.dropout(self.embedding(ids))                   # (B, L, E)
+        embedded = self.embedding(ids)                                 # (B, L, E)
         # Packing makes the LSTM stop at each sequence's own end instead of running over padding.
         packed = pack_padded_sequence(embedded, length.long().cpu(), batch_first=True,
                                       enforce_sorted=False)
@@ -221,7 +222,7 @@ class LSTM(nn.Module):
             hidden = torch.cat([hidden[-2], hidden[-1]], dim=-1)       # (B, 2H)
         else:
             hidden = hidden[-1]                                        # (B, H)
-        return self.fc(self.dropout(hidden))                           # (B, output_dim)
+        return self.fc(hidden)                                         # (B, output_dim)
         # END SOLUTION
 
 
@@ -300,7 +301,7 @@ def train_and_test_model_with_hparams(hparams, model_type="lstm", **kwargs):
     torch.backends.cudnn.deterministic = True
 
     x_train, x_valid, x_test, y_train, y_valid, y_test = load_imdb()
-    vocab = build_vocab(np.concatenate([x_train, x_valid, x_test]), hparams=hparams)
+    vocab = build_vocab(x_train, hparams=hparams)
     vocab_size = len(vocab)
     pad_index = hparams.PAD_INDEX
 

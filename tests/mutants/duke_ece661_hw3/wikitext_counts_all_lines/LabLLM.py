@@ -46,7 +46,7 @@ def generate_text(model, tokenizer, prompt: str, max_length: int = 100) -> str:
     # TODO: tokenize, generate, decode
     # BEGIN SOLUTION
     inputs = tokenizer(prompt, return_tensors="pt").to(model.device)
-    output_ids = model.generate(**inputs, max_length=max_length, do_sample=True, temperature=1.5, top_k=0,
+    output_ids = model.generate(**inputs, max_length=max_length, do_sample=False,
                                 pad_token_id=tokenizer.eos_token_id)     # (1, <= max_length)
     return tokenizer.decode(output_ids[0], skip_special_tokens=True)
     # END SOLUTION
@@ -69,8 +69,8 @@ def load_wikitext(data_dir: str = WIKITEXT_DIR, fraction: float = 0.1) -> dict:
         lines = Path(data_dir, file_name).read_text(encoding="utf-8").splitlines()
         # TODO: drop the blank lines, keep the first `fraction` of the others
         # BEGIN SOLUTION
-        lines = [line for line in lines if line.strip()]
-        splits[split] = lines[:round(fraction * len(lines))]
+        count = round(fraction * len(lines))
+        splits[split] = [line for line in lines if line.strip()][:count]
         # END SOLUTION
     return splits
 
@@ -124,8 +124,9 @@ def evaluate_perplexity(model, dataloader) -> float:
         log_probs = torch.log_softmax(logits[:, :-1].float(), dim=-1)    # (B, T-1, V)
         targets = input_ids[:, 1:]                                        # (B, T-1)
         nll = -log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)    # (B, T-1)
-        predicted = attention_mask[:, 1:].to(nll.dtype)   # the first token is never predicted
-        total_nll += (nll * predicted).sum().item()       # Python float: float64 accumulation
+        predicted = attention_mask[:, 1:].bool()          # the first token is never predicted
+        # where, not a product: a row of padding only (a blank line) must add nothing, even NaN
+        total_nll += torch.where(predicted, nll, 0.0).sum().item()  # float64 accumulation
         total_tokens += int(predicted.sum().item())
     return math.exp(total_nll / total_tokens)
     # END SOLUTION

@@ -18,9 +18,9 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn as nn
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 from sklearn.model_selection import train_test_split
+from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_sequence
 from torch.optim.lr_scheduler import LRScheduler
 from torch.utils.data import DataLoader, Dataset
@@ -168,9 +168,10 @@ collate_fn = collate
 # %% [markdown]
 # ## (e) The LSTM model
 # `__init__`: an embedding layer, an LSTM, a dropout layer and a linear layer.
-# `forward(ids (B, L), length (B,))`: the sequences have different lengths; pack them so the LSTM
-# stops at each sequence's end, and return `(B, output_dim)` logits from the final hidden state
-# (both directions concatenated when bidirectional).
+# `forward(ids (B, L), length (B,))`: decide where to apply dropout. The sequences in the batch
+# have different lengths: they come padded to the same length (packing them as well lets the LSTM
+# stop at each sequence's end). Apply the fc layer to the output of the LSTM and return
+# `(B, output_dim)` logits.
 
 # %%
 def init_weights(m):
@@ -202,7 +203,7 @@ class LSTM(nn.Module):
                             bidirectional=bidirectional,
                             dropout=dropout_rate if n_layers > 1 else 0.0)
         self.dropout = nn.Dropout(dropout_rate)
-        self.fc = nn.Linear(hidden_dim * (2 if bidirectional else 1), output_dim)
+        self.fc = nn.Linear(hidden_dim * (2 if bidirectional else 1), 2)
         # END SOLUTION
         # Weight initialization. DO NOT CHANGE!
         self.apply(kwargs.get("weight_init_fn", init_weights))
@@ -213,7 +214,9 @@ class LSTM(nn.Module):
         # BEGIN SOLUTION
         embedded = self.dropout(self.embedding(ids))                   # (B, L, E)
         # Packing makes the LSTM stop at each sequence's own end instead of running over padding.
-        _, (hidden, _) = self.lstm(embedded)                             # (n_layers * n_dir, B, H)
+        packed = pack_padded_sequence(embedded, length.long().cpu(), batch_first=True,
+                                      enforce_sorted=False)
+        _, (hidden, _) = self.lstm(packed)                             # (n_layers * n_dir, B, H)
         if self.lstm.bidirectional:
             # Last layer: hidden[-2] is the forward direction, hidden[-1] the backward one.
             hidden = torch.cat([hidden[-2], hidden[-1]], dim=-1)       # (B, 2H)
