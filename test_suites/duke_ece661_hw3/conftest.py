@@ -16,6 +16,7 @@ Two forms of LabLLM are graded. lmgrade's notebook defines `prepare_dataset`, `b
 and a peft `LoraConfig` in top-level cells. The helpers below use lmgrade's functions when the
 submission defines them, and the course's objects otherwise.
 """
+import ast
 import contextlib
 import copy
 import csv
@@ -23,6 +24,7 @@ import dataclasses
 import io
 import sys
 import zlib
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -76,6 +78,12 @@ def write_imdb_csv(fixtures, path, rows: int):
     return records[1:]
 
 
+def expect(condition, message: str) -> None:
+    """A well-formedness check: fail with `message` alone (no assertion rewriting)."""
+    if not condition:
+        pytest.fail(message, pytrace=False)
+
+
 def optional(module, name):
     """`module.name`, or None when the submission does not define it (another accepted form)."""
     try:
@@ -85,10 +93,31 @@ def optional(module, name):
 
 
 def module_objects(module, kind):
-    """The objects of type `kind` a submission module holds at top level (a notebook's
-    `training_args = TrainingArguments(...)`), most recently assigned names last."""
-    namespace = vars(sys.modules[module.__name__])
-    return [value for value in namespace.values() if isinstance(value, kind)]
+    """The objects of type `kind` a submission builds in its top-level cells, in notebook order.
+
+    A notebook may rebind one name (the course's `training_args` for full fine-tuning, then again
+    for LoRA), so the module's namespace holds only the last; each top-level `name = kind(...)`
+    of the module's source is evaluated again, in the module's namespace, to recover them all."""
+    mod = sys.modules[module.__name__]
+    namespace = vars(mod)
+    found = []
+    try:
+        tree = ast.parse(Path(mod.__file__).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, TypeError):
+        tree = ast.Module(body=[], type_ignores=[])
+    for node in tree.body:
+        value = node.value if isinstance(node, (ast.Assign, ast.AnnAssign)) else None
+        if isinstance(value, ast.Call) and _call_name(value) == kind.__name__:
+            # the submission's own expression, evaluated as its import evaluated it
+            obj = eval(compile(ast.Expression(value), mod.__file__, "eval"), namespace)
+            if isinstance(obj, kind):
+                found.append(obj)
+    return found or [v for v in namespace.values() if isinstance(v, kind)]
+
+
+def _call_name(call: ast.Call) -> str | None:
+    func = call.func
+    return func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
 
 
 # -- LabRNN: the LSTM ----------------------------------------------------------------------------
@@ -253,8 +282,9 @@ def tokenized(llm, tokenizer, texts, max_length=512):
 
 def trainer_for(llm, model, train_rows, eval_rows, tokenizer, output_dir, **settings):
     """A Trainer from lmgrade's `build_trainer(...)`, or one built here from the course
-    notebook's top-level `TrainingArguments` with the test's sizes (`settings`), keeping the
-    student's evaluation and logging strategies. Returns (trainer, form)."""
+    notebook's first top-level `TrainingArguments` (the full fine-tuning's) with the test's sizes
+    (`settings`), keeping the student's evaluation and logging strategies. Returns (trainer,
+    form)."""
     build = optional(llm, "build_trainer")
     if build is not None:
         return build(model, train_rows, eval_rows, output_dir=output_dir, **settings), "build_trainer"
@@ -289,7 +319,7 @@ def lora_model(llm, model):
     if not found:
         pytest.fail("LabLLM defines neither apply_lora(model) nor a LoraConfig in a top-level "
                     "cell (the course notebook's peft_config)", pytrace=False)
-    return get_peft_model(model, copy.deepcopy(found[-1]))
+    return get_peft_model(model, copy.deepcopy(found[0]))
 
 
 @pytest.fixture
@@ -300,7 +330,7 @@ def lab(sub):
         EOS_TEXT=EOS_TEXT,
         write_imdb_csv=lambda path, rows: write_imdb_csv(sub.fixtures, path, rows),
         sharpen=sharpen, generation_model=generation_model, encode_rows=encode_rows, generated=generated, tokenized=tokenized,
-        trainer_for=trainer_for, lora_model=lora_model, optional=optional,
+        trainer_for=trainer_for, lora_model=lora_model, optional=optional, expect=expect,
         module_objects=module_objects,
         fixed_init=fixed_init, lstm_layers=lstm_layers, lstm_forward=lstm_forward,
         LSTM_FORMS=LSTM_FORMS, lstm_batch=lstm_batch)

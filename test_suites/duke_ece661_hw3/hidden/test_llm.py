@@ -84,7 +84,9 @@ def test_load_wikitext_fraction(sub, tmp_path, fraction, snapshot):
         (tmp_path / name).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
         files[split] = [name, lines]
     splits = sub.llm.load_wikitext(str(tmp_path), fraction=fraction)
-    assert isinstance(splits, dict), "load_wikitext returns {'train': [...], 'validation': [...], 'test': [...]}"
+    if not isinstance(splits, dict):
+        pytest.fail("load_wikitext returns {'train': [...], 'validation': [...], 'test': [...]}",
+                    pytrace=False)
     observed = {split: _split_texts(splits.get(split, splits.get("valid") if split == "validation" else None))
                 for split in SPLIT_LINES}
     snapshot.judge("splits", observed, "wikitext_fraction", files=files, fraction=fraction,
@@ -102,7 +104,8 @@ def _long_text(tokenizer, tokens=560):
 
 def _send_rows(snapshot, rows, keys=("input_ids", "attention_mask")):
     for key in keys:
-        assert key in rows, f"each row needs '{key}'"
+        if key not in rows:
+            pytest.fail(f"each row needs '{key}'", pytrace=False)
         snapshot.check(key, rows[key], rtol=0, atol=0,
                        hint="tokenize with padding='max_length', truncation=True; GPT-2 pads with "
                             "its end-of-text token, on the right")
@@ -114,7 +117,8 @@ def test_prepare_dataset_labels_mask_padding(sub, tokenizer, lab, snapshot):
     token: a real token, with a real label."""
     rows = lab.tokenized(sub.llm, tokenizer, lab.WIKI_LINES[:5])
     _send_rows(snapshot, rows)
-    assert "labels" in rows, "each row needs 'labels' (labels = input_ids for a causal LM)"
+    if "labels" not in rows:
+        pytest.fail("each row needs 'labels' (labels = input_ids for a causal LM)", pytrace=False)
     snapshot.judge("labels", rows["labels"], "lm_labels", ids="input_ids", mask="attention_mask",
                    pad_id=tokenizer.pad_token_id)
 
@@ -157,8 +161,9 @@ def brute_force_perplexity(model, tokenizer, texts):
 def _ppl(sub, model, tokenizer, lab, max_length, batch_size):
     rows = lab.encode_rows(tokenizer, PPL_TEXTS, max_length)
     out = sub.llm.evaluate_perplexity(model, DataLoader(rows, batch_size=batch_size))
-    assert isinstance(out, (float, int, torch.Tensor)), \
-        f"evaluate_perplexity must return a number, got {type(out).__name__}"
+    if not isinstance(out, (float, int, torch.Tensor)):
+        pytest.fail(f"evaluate_perplexity must return a number, got {type(out).__name__}",
+                    pytrace=False)
     return float(out)
 
 
@@ -225,7 +230,8 @@ def test_finetune_logs_losses_per_epoch(sub, tiny_model, tokenizer, lab, tmp_pat
     loss_history = lab.optional(sub.llm, "loss_history")
     if loss_history is not None:
         rows = loss_history(trainer)
-        assert isinstance(rows, list), "loss_history returns one dict per epoch"
+        if not isinstance(rows, list):
+            pytest.fail("loss_history returns one dict per epoch", pytrace=False)
         history = [[float(r["epoch"]), float(r["train_loss"]), float(r["eval_loss"])] for r in rows]
     snapshot.judge("run", {
         "train": [[float(e["epoch"]), float(e["loss"])] for e in log if "loss" in e],

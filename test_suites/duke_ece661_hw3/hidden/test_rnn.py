@@ -25,8 +25,8 @@ def _observe_split(sub, tmp_path, lab):
     """load_imdb on the first ROWS reviews, as CSV row numbers and label strings."""
     records = lab.write_imdb_csv(tmp_path / "IMDBDataset.csv", rows=ROWS)
     out = sub.rnn.load_imdb(str(tmp_path / "IMDBDataset.csv"))
-    assert isinstance(out, tuple) and len(out) == 6, \
-        "load_imdb must return x_train, x_valid, x_test, y_train, y_valid, y_test"
+    lab.expect(isinstance(out, tuple) and len(out) == 6,
+               "load_imdb must return x_train, x_valid, x_test, y_train, y_valid, y_test")
     row_of = {review: i for i, (review, _) in enumerate(records)}
     parts = [list(part) for part in out]
     rows = [np.array([row_of.get(x, -1) if isinstance(x, str) else -1 for x in xs], dtype=np.int64)
@@ -150,8 +150,9 @@ VOCAB = {'<pad>': 0, '<unk>': 1, 'good': 2, 'movie': 3, 'great': 4, 'plot': 5, '
 
 def _ids(sub, text):
     ids = sub.rnn.tokenize(dict(VOCAB), text)
-    assert isinstance(ids, (list, tuple, torch.Tensor, np.ndarray)), \
-        f"tokenize must return a list of token ids, got {type(ids).__name__}"
+    if not isinstance(ids, (list, tuple, torch.Tensor, np.ndarray)):
+        pytest.fail(f"tokenize must return a list of token ids, got {type(ids).__name__}",
+                    pytrace=False)
     return [int(i) for i in ids]
 
 
@@ -175,7 +176,8 @@ def test_tokenize_ignores_case(sub, snapshot):
 
 def _item(sub, review, label="positive", max_length=256):
     item = sub.rnn.IMDB([review], [label], dict(VOCAB), max_length=max_length)[0]
-    assert isinstance(item, dict), f"__getitem__ must return a dict, got {type(item).__name__}"
+    if not isinstance(item, dict):
+        pytest.fail(f"__getitem__ must return a dict, got {type(item).__name__}", pytrace=False)
     ids = [int(i) for i in torch.as_tensor(item['ids']).reshape(-1).tolist()]
     return ids, int(item['length']), int(item['label'])
 

@@ -28,9 +28,9 @@ def test_generate_text_returns_text(sub, tiny_model, tokenizer, lab, snapshot):
 def test_prepare_dataset_shapes(sub, tokenizer, lab, snapshot):
     rows = lab.tokenized(sub.llm, tokenizer, [lab.WIKI_LINES[0], lab.WIKI_LINES[2], lab.WIKI_LINES[4]])
     for key in ("input_ids", "attention_mask", "labels"):
-        assert key in rows, f"each row needs '{key}'"
-        assert tuple(rows[key].shape) == (3, 512), \
-            f"{key} must have 512 entries per row (padding='max_length', max_length=512)"
+        lab.expect(key in rows, f"each row needs '{key}'")
+        lab.expect(tuple(rows[key].shape) == (3, 512),
+                   f"{key} must have 512 entries per row (padding='max_length', max_length=512)")
     snapshot.check("input_ids", rows["input_ids"], rtol=0, atol=0)
     snapshot.check("attention_mask", rows["attention_mask"], rtol=0, atol=0)
     snapshot.judge("labels_shape", rows["labels"], "shape")
@@ -53,11 +53,11 @@ def test_build_trainer_returns_trainer(sub, tiny_model, tokenizer, lab, tmp_path
         rows = lab.encode_rows(tokenizer, lab.WIKI_LINES, 16)
         trainer = build(tiny_model, rows, rows, output_dir=str(tmp_path / "out"),
                         num_train_epochs=2, batch_size=4)
-        assert isinstance(trainer, Trainer), "build_trainer must return a transformers Trainer"
+        lab.expect(isinstance(trainer, Trainer), "build_trainer must return a transformers Trainer")
         args = trainer.args
     else:  # the course notebook: TrainingArguments in a top-level cell
         found = lab.module_objects(sub.llm, TrainingArguments)
-        assert found, "LabLLM defines neither build_trainer(...) nor TrainingArguments"
+        lab.expect(found, "LabLLM defines neither build_trainer(...) nor TrainingArguments")
         args = found[0]
     snapshot.judge("settings", [float(args.num_train_epochs), int(args.per_device_train_batch_size)],
                    "one_of_values", choices=[[2.0, 4], [3.0, 8]], what="(epochs, batch size)",

@@ -20,8 +20,8 @@ def test_hyperparams_unchanged(hparams):
 def test_load_imdb_returns_six_splits(sub, tmp_path, lab, snapshot):
     records = lab.write_imdb_csv(tmp_path / "IMDBDataset.csv", rows=100)
     out = sub.rnn.load_imdb(str(tmp_path / "IMDBDataset.csv"))
-    assert isinstance(out, tuple) and len(out) == 6, \
-        "load_imdb must return x_train, x_valid, x_test, y_train, y_valid, y_test"
+    lab.expect(isinstance(out, tuple) and len(out) == 6,
+               "load_imdb must return x_train, x_valid, x_test, y_train, y_valid, y_test")
     row_of = {review: i for i, (review, _) in enumerate(records)}
     parts = [list(part) for part in out]
     rows = [np.array([row_of.get(x, -1) if isinstance(x, str) else -1 for x in xs], dtype=np.int64)
@@ -35,27 +35,26 @@ def test_load_imdb_returns_six_splits(sub, tmp_path, lab, snapshot):
 def test_build_vocab_counts_words(sub, hparams, lab, snapshot):
     reviews = [" ".join(lab.CONTENT_WORDS[:6])] * 5 + [" ".join(lab.CONTENT_WORDS[6:9])] * 4
     vocab = sub.rnn.build_vocab(reviews, min_freq=5, hparams=hparams)
-    assert isinstance(vocab, dict), "build_vocab must return a dict word -> id"
-    assert vocab.get('<pad>') == 0 and vocab.get('<unk>') == 1, \
-        "the vocabulary must map '<pad>' to 0 and '<unk>' to 1 (the provided tail does this)"
+    lab.expect(isinstance(vocab, dict), f"build_vocab must return a dict word -> id, got "
+               f"{type(vocab).__name__}")
     snapshot.check("words", sorted(vocab),
                    hint="the words seen at least min_freq=5 times, plus '<pad>' and '<unk>'")
 
 
-def test_tokenize_returns_ids(sub, snapshot):
+def test_tokenize_returns_ids(sub, lab, snapshot):
     vocab = {'<pad>': 0, '<unk>': 1, 'good': 2, 'movie': 3}
     ids = sub.rnn.tokenize(vocab, "good movie")
-    assert isinstance(ids, (list, tuple, torch.Tensor)), \
-        f"tokenize must return a list of token ids, got {type(ids).__name__}"
+    lab.expect(isinstance(ids, (list, tuple, torch.Tensor)),
+               f"tokenize must return a list of token ids, got {type(ids).__name__}")
     snapshot.check("ids", [int(i) for i in ids], hint="tokenize(vocab, 'good movie') with "
                    "good->2, movie->3")
 
 
-def test_imdb_item_keys(sub, snapshot):
+def test_imdb_item_keys(sub, lab, snapshot):
     vocab = {'<pad>': 0, '<unk>': 1, 'good': 2, 'movie': 3}
     item = sub.rnn.IMDB(["good movie"], ["positive"], vocab, max_length=256)[0]
-    assert isinstance(item, dict) and {'ids', 'length', 'label'} <= set(item), \
-        "__getitem__ must return a dict with keys 'ids', 'length' and 'label'"
+    lab.expect(isinstance(item, dict) and {'ids', 'length', 'label'} <= set(item),
+               "__getitem__ must return a dict with keys 'ids', 'length' and 'label'")
     ids = [int(i) for i in torch.as_tensor(item['ids']).reshape(-1).tolist()]
     snapshot.check("item", {"ids": ids[:int(item['length'])], "length": int(item['length']),
                             "label": int(item['label'])})
@@ -70,8 +69,8 @@ def test_lstm_output_shape(sub, lab, snapshot):
     length = torch.tensor([7.0, 7.0, 7.0])   # float, as the provided collate makes it
     with torch.no_grad():
         out = model(ids, length)
-    assert isinstance(out, torch.Tensor) and tuple(out.shape) == (3, 2), \
-        "forward must return (batch size, output_dim) = (3, 2) logits"
+    lab.expect(isinstance(out, torch.Tensor) and tuple(out.shape) == (3, 2),
+               "forward must return (batch size, output_dim) = (3, 2) logits")
     snapshot.check("logits", out, hint="fc applied to the LSTM's final hidden state")
 
 
