@@ -270,7 +270,7 @@ def stage_handout(assignment: Assignment, root: Path) -> None:
     copy_tree(Path(__file__).resolve().parent, root / "grader")
     suite = root / handout_suite_path(assignment)
     copy_tree(assignment.suite_dir / "public", suite / "public")
-    for name in ("conftest.py", "__init__.py"):
+    for name in ("conftest.py", "__init__.py", "judges.py"):  # judges.py: the suite's rules
         if (assignment.suite_dir / name).is_file():
             shutil.copyfile(assignment.suite_dir / name, suite / name)
     (suite / "assignment.yaml").write_text(public_rubric_text(assignment), encoding="utf-8")
