@@ -124,8 +124,9 @@ def evaluate_perplexity(model, dataloader) -> float:
         log_probs = torch.log_softmax(logits[:, :-1].float(), dim=-1)    # (B, T-1, V)
         targets = input_ids[:, 1:]                                        # (B, T-1)
         nll = -log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)    # (B, T-1)
-        predicted = attention_mask[:, 1:].to(nll.dtype)   # the first token is never predicted
-        total_nll += (nll * predicted).sum().item()       # Python float: float64 accumulation
+        predicted = attention_mask[:, 1:].bool()          # the first token is never predicted
+        # where, not a product: a row of padding only (a blank line) must add nothing, even NaN
+        total_nll += torch.where(predicted, nll, 0.0).sum().item()  # float64 accumulation
         total_tokens += int(predicted.sum().item())
     return math.exp(total_nll / total_tokens)
     # END SOLUTION

@@ -168,9 +168,10 @@ collate_fn = collate
 # %% [markdown]
 # ## (e) The LSTM model
 # `__init__`: an embedding layer, an LSTM, a dropout layer and a linear layer.
-# `forward(ids (B, L), length (B,))`: the sequences have different lengths; pack them so the LSTM
-# stops at each sequence's end, and return `(B, output_dim)` logits from the final hidden state
-# (both directions concatenated when bidirectional).
+# `forward(ids (B, L), length (B,))`: decide where to apply dropout. The sequences in the batch
+# have different lengths: they come padded to the same length (packing them as well lets the LSTM
+# stop at each sequence's end). Apply the fc layer to the output of the LSTM and return
+# `(B, output_dim)` logits.
 
 # %%
 def init_weights(m):

@@ -1,8 +1,14 @@
-"""Hidden value tests of LabLLM (ECE 661 HW3 Lab (2), parts (a)-(e)) on a tiny local GPT-2.
+"""Hidden tests of LabLLM (ECE 661 HW3 Lab (2), parts (a)-(e)) on a tiny local GPT-2.
 
-Generation is compared with a greedy decoding loop written here; perplexity with a brute-force
-float64 computation written here (each sequence alone, unpadded): PP = exp(sum NLL / number of
-predicted tokens), each sequence predicting all its tokens but the first.
+Each test sends its observations to the grading parent, which decides (values checked against
+the reference's recording, or rules of judges.py); an assert only explains a failure.
+
+Generation is compared with a greedy decoding loop written here, on a model so peaked that
+sampling (the course notebook's choice) follows the same path; perplexity with a brute-force
+float64 computation (each sequence alone, unpadded): PP = exp(sum NLL / number of predicted
+tokens), each sequence predicting all its tokens but the first. Both forms of the notebook are
+graded (lmgrade's functions, or the course's tokenize_function / TrainingArguments / LoraConfig;
+see conftest.py).
 """
 import copy
 import math
@@ -11,123 +17,128 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-PROMPT = "The bridge at"
-
-
 # -- (a) generate_text -------------------------------------------------------------------------
 
+# On lab.generation_model this prompt's greedy continuation repeats no token and never ends the
+# text, and each step has a clear winner (MARGIN): any usual decoding gives the greedy text.
+PROMPT = "Hugo Marsh praised the"   # 10 tokens
+MARGIN = 30.0
 
-def _greedy_ids(model, tokenizer, prompt, max_length):
-    """Prompt ids and the greedy continuation up to max_length tokens in all (stops at eos)."""
+
+def _greedy_texts(model, tokenizer, prompt, max_length):
+    """(prompt + greedy continuation, the continuation alone) up to max_length tokens in all."""
     ids = tokenizer(prompt, return_tensors="pt")["input_ids"]         # (1, P)
     prompt_len = ids.shape[1]
     with torch.no_grad():
         while ids.shape[1] < max_length:
             logits = model(ids).logits[0, -1]                             # (V,)
             top2 = logits.topk(2).values
-            assert top2[0] - top2[1] > 1e-3, "suite error: near-tie in the greedy reference"
-            nxt = logits.argmax().view(1, 1)
-            ids = torch.cat([ids, nxt], dim=1)
-            if nxt.item() == tokenizer.eos_token_id:
-                break
-    return ids[0, :prompt_len].tolist(), ids[0, prompt_len:].tolist()
+            assert top2[0] - top2[1] > MARGIN, "suite error: no clear greedy choice"
+            ids = torch.cat([ids, logits.argmax().view(1, 1)], dim=1)
+    assert tokenizer.eos_token_id not in ids[0].tolist(), "suite error: the text ends early"
+    full = tokenizer.decode(ids[0], skip_special_tokens=True)
+    return full, tokenizer.decode(ids[0, prompt_len:], skip_special_tokens=True)
 
 
-def _generate(sub, tiny_model, tokenizer, lab, max_length):
-    # Mildly sharpened: clear greedy choices (no near-ties), yet a sampler leaves the greedy path.
-    model = lab.sharpen(tiny_model, 20.0).eval()
-    prompt_ids, new_ids = _greedy_ids(model, tokenizer, PROMPT, max_length)
-    text = sub.llm.generate_text(model, tokenizer, PROMPT, max_length=max_length)
-    assert isinstance(text, str), f"generate_text must return text (decode the ids), got {type(text)}"
-    full = tokenizer.decode(prompt_ids + new_ids, skip_special_tokens=True)
-    continuation = tokenizer.decode(new_ids, skip_special_tokens=True)
-    return text.strip(), full.strip(), continuation.strip()
+def _judge_generation(sub, snapshot, lab, model, tokenizer, prompt, max_length, tag=""):
+    full, continuation = _greedy_texts(model, tokenizer, prompt, max_length)
+    snapshot.check(f"greedy{tag}", full)
+    snapshot.check(f"greedy_new{tag}", continuation)
+    observed = lab.generated(sub.llm, model, tokenizer, prompt, max_length)
+    snapshot.judge(f"text{tag}", observed, "generated_text", keys=[f"greedy{tag}", f"greedy_new{tag}"],
+                   what=f"the prompt followed by the model's continuation, {max_length} tokens "
+                        "in all (tokenizer.decode of model.generate(..., max_length=max_length))")
 
 
-def test_generate_text_is_greedy(sub, tiny_model, tokenizer, lab):
-    text, full, continuation = _generate(sub, tiny_model, tokenizer, lab, max_length=10)
-    again, _, _ = _generate(sub, tiny_model, tokenizer, lab, max_length=10)
-    assert text == again, "two calls gave different texts: decode greedily (do_sample=False)"
-    if not text.startswith((full, continuation)):  # no expected text shown
-        pytest.fail("the generated text is not the model's greedy continuation of the prompt: "
-                    "call model.generate(**inputs, max_length=..., do_sample=False) and decode "
-                    "the output ids (no sampling, beams or repetition penalties)", pytrace=False)
+def test_generate_text_continues_the_prompt(sub, tiny_model, tokenizer, lab, snapshot):
+    model = lab.generation_model(tiny_model).eval()
+    _judge_generation(sub, snapshot, lab, model, tokenizer, PROMPT, 22)
 
 
-def test_generate_text_respects_max_length(sub, tiny_model, tokenizer, lab):
-    text, full, continuation = _generate(sub, tiny_model, tokenizer, lab, max_length=7)
-    if text not in (full, continuation):
-        pytest.fail("with max_length=7 the output must hold at most 7 tokens, prompt included "
-                    "(pass max_length to generate; max_new_tokens counts only the new ones)",
-                    pytrace=False)
+def test_generate_text_respects_max_length(sub, tiny_model, tokenizer, lab, snapshot):
+    model = lab.generation_model(tiny_model).eval()
+    for max_length in (13, 17):
+        _judge_generation(sub, snapshot, lab, model, tokenizer, PROMPT, max_length, f"_{max_length}")
 
 
 # -- (b) dataset preparation -------------------------------------------------------------------
 
+# The first lines of the fixture's raw files: titles, paragraphs and the " " lines between them.
+SPLIT_LINES = {"train": ("wiki.train.raw", 100), "validation": ("wiki.valid.raw", 80),
+               "test": ("wiki.test.raw", 60)}
 
-def _write_splits(tmp_path, n=50):
-    lines = {split: [f" Line {i} of the {split} split , about the canal at Lindale . "
-                     for i in range(n)] for split in ("train", "valid", "test")}
-    for split, rows in lines.items():
-        (tmp_path / f"wiki.{split}.raw").write_text("".join(r + "\n" for r in rows))
-    return lines
+
+def _split_texts(value):
+    """A split as a list of strings (a list of lines, or rows with a 'text' field)."""
+    if value is None:
+        return None
+    return [row["text"] if isinstance(row, dict) and "text" in row else row for row in value]
 
 
 @pytest.mark.parametrize("fraction", [0.1, 0.2])
-def test_load_wikitext_fraction(sub, tmp_path, fraction):
-    lines = _write_splits(tmp_path)
+def test_load_wikitext_fraction(sub, tmp_path, fraction, snapshot):
+    files = {}
+    for split, (name, count) in SPLIT_LINES.items():
+        raw = (sub.fixtures / "wikitext-2-raw" / name).read_text(encoding="utf-8")
+        lines = raw.splitlines()[:count]
+        (tmp_path / name).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        files[split] = [name, lines]
     splits = sub.llm.load_wikitext(str(tmp_path), fraction=fraction)
-    for split, raw in (("train", "train"), ("validation", "valid"), ("test", "test")):
-        assert split in splits, f"load_wikitext must return the '{split}' split"
-        got = [line.strip() for line in splits[split] if line.strip()]
-        want = round(fraction * len(lines[raw]))
-        assert len(got) == want, (f"'{split}' has {len(got)} lines; fraction={fraction} of 50 "
-                                  f"lines is {want}")
-        # The first lines (as `split="train[:10%]"` takes them) or a sample: both are 10%.
-        assert len(set(got)) == len(got) and set(got) <= {line.strip() for line in lines[raw]}, \
-            f"'{split}' must hold {want} distinct lines of wiki.{raw}.raw"
+    if not isinstance(splits, dict):
+        pytest.fail("load_wikitext returns {'train': [...], 'validation': [...], 'test': [...]}",
+                    pytrace=False)
+    observed = {split: _split_texts(splits.get(split, splits.get("valid") if split == "validation" else None))
+                for split in SPLIT_LINES}
+    snapshot.judge("splits", observed, "wikitext_fraction", files=files, fraction=fraction,
+                   hint="the first lines of each file (blank lines do not count as data)")
 
 
-def _prepared(sub, tokenizer, lab, max_length=20):
-    texts = lab.WIKI_LINES[:5]
-    ds = sub.llm.prepare_dataset(texts, tokenizer, max_length=max_length)
-    rows = [ds[i] for i in range(len(ds))]
-    stack = {key: torch.stack([torch.as_tensor(r[key]) for r in rows])
-             for key in ("input_ids", "attention_mask", "labels")}
-    return texts, stack
+def _long_text(tokenizer, tokens=560):
+    """A text longer than the course's max_length of 512 tokens."""
+    text, line = "", 0
+    while len(tokenizer(text)["input_ids"]) < tokens:
+        text += " " + PPL_TEXTS[line % 4]
+        line += 1
+    return text.strip()
+
+
+def _send_rows(snapshot, rows, keys=("input_ids", "attention_mask")):
+    for key in keys:
+        if key not in rows:
+            pytest.fail(f"each row needs '{key}'", pytrace=False)
+        snapshot.check(key, rows[key], rtol=0, atol=0,
+                       hint="tokenize with padding='max_length', truncation=True; GPT-2 pads with "
+                            "its end-of-text token, on the right")
 
 
 def test_prepare_dataset_labels_mask_padding(sub, tokenizer, lab, snapshot):
-    _, rows = _prepared(sub, tokenizer, lab, max_length=32)
-    mask = rows["attention_mask"].bool()
-    assert (~mask).any(), "suite error: the test texts should need padding"
-    assert torch.equal(rows["labels"][mask], rows["input_ids"][mask]), \
-        "labels must equal input_ids at the real (non-padding) tokens"
-    assert (rows["labels"][~mask] == -100).all(), \
-        "labels must be -100 at padding positions so the loss ignores them"
-    snapshot.check("labels", rows["labels"], rtol=0, atol=0)
+    """Labels are the input ids; at padding they are -100, or the pad id that the course's
+    DataCollatorForLanguageModeling(mlm=False) masks. The second text holds an end-of-text
+    token: a real token, with a real label."""
+    rows = lab.tokenized(sub.llm, tokenizer, lab.WIKI_LINES[:5])
+    _send_rows(snapshot, rows)
+    if "labels" not in rows:
+        pytest.fail("each row needs 'labels' (labels = input_ids for a causal LM)", pytrace=False)
+    snapshot.judge("labels", rows["labels"], "lm_labels", ids="input_ids", mask="attention_mask",
+                   pad_id=tokenizer.pad_token_id)
 
 
 def test_prepare_dataset_truncates_and_pads(sub, tokenizer, lab, snapshot):
-    texts, rows = _prepared(sub, tokenizer, lab, max_length=20)
-    lengths = [len(tokenizer(t)["input_ids"]) for t in texts]
-    assert any(n > 20 for n in lengths) and any(n < 20 for n in lengths), "suite error"
-    assert rows["input_ids"].shape == (5, 20), \
-        f"input_ids have shape {tuple(rows['input_ids'].shape)}; pad and truncate to max_length"
-    snapshot.check("input_ids", rows["input_ids"], rtol=0, atol=0,
-                   hint="pad on the right with the tokenizer's pad token (= eos for GPT-2)")
-    snapshot.check("attention_mask", rows["attention_mask"], rtol=0, atol=0)
+    texts = [_long_text(tokenizer), lab.WIKI_LINES[3]]
+    rows = lab.tokenized(sub.llm, tokenizer, texts)
+    _send_rows(snapshot, rows)
 
 
 # -- (c) perplexity ----------------------------------------------------------------------------
 
-PPL_TEXTS = [  # 22, 17, 30, 8 and 33 tokens: padded to 40 or 56, never truncated
+PPL_TEXTS = [  # at most 40 tokens each: padded to 40 or 56, never truncated
     "The bridge at Aldwick was completed in 1880 after 5 years of work .",
     "Edith Carrow was born in Lindale .",
     ("Local newspapers described the abbey as one of the finest in the region , and it became "
      "a listed site after the war ."),
     "The mill is long .",
-    "In 1902 , Hugo Marsh moved to Port Ewan and worked as a painter for many years .",
+    "",  # a blank line of WikiText: a row of padding only, nothing to predict
+    "In 1902 , Hugo Marsh moved to Port Ewan . <|endoftext|> He worked as a painter .",
 ]
 
 
@@ -138,6 +149,8 @@ def brute_force_perplexity(model, tokenizer, texts):
     with torch.no_grad():
         for text in texts:
             ids = tokenizer(text, return_tensors="pt")["input_ids"]      # (1, n)
+            if ids.shape[1] < 2:
+                continue  # nothing to predict
             log_probs = torch.log_softmax(model(ids).logits[0], dim=-1)  # (n, V)
             for t in range(ids.shape[1] - 1):  # position t predicts token t + 1
                 total -= log_probs[t, ids[0, t + 1]].item()
@@ -147,95 +160,116 @@ def brute_force_perplexity(model, tokenizer, texts):
 
 def _ppl(sub, model, tokenizer, lab, max_length, batch_size):
     rows = lab.encode_rows(tokenizer, PPL_TEXTS, max_length)
-    return float(sub.llm.evaluate_perplexity(model, DataLoader(rows, batch_size=batch_size)))
+    out = sub.llm.evaluate_perplexity(model, DataLoader(rows, batch_size=batch_size))
+    if not isinstance(out, (float, int, torch.Tensor)):
+        pytest.fail(f"evaluate_perplexity must return a number, got {type(out).__name__}",
+                    pytrace=False)
+    return float(out)
 
 
-def test_perplexity_matches_brute_force(sub, tiny_model, tokenizer, lab):
+PPL_HINT = ("sum the negative log-likelihood of every predicted token (logits at t predict token "
+            "t+1; padding excluded) over the whole dataset, divide by the number of predicted "
+            "tokens, then exp")
+
+
+def test_perplexity_matches_brute_force(sub, tiny_model, tokenizer, lab, snapshot):
     # Sharpened: per-token losses range widely, so per-batch or per-sequence averages differ.
     model = lab.sharpen(tiny_model, 8.0)
     model.train()  # evaluate_perplexity must switch dropout off itself
     expected = brute_force_perplexity(model, tokenizer, PPL_TEXTS)
     got = _ppl(sub, model, tokenizer, lab, max_length=40, batch_size=2)
+    snapshot.check("perplexity", got, rtol=1e-4, atol=0, hint=PPL_HINT)
     again = _ppl(sub, model, tokenizer, lab, max_length=40, batch_size=2)
-    assert got == pytest.approx(again, rel=1e-6), \
-        "two calls gave different perplexities: call model.eval() (dropout is on in training mode)"
-    rel = abs(got - expected) / expected
-    assert rel < 1e-4, (
-        f"perplexity is off by {100 * rel:.3g}% (relative): sum the negative log-likelihood of "
-        "every predicted token (logits at t predict token t+1; padding excluded) over the whole "
-        "dataset, divide by the number of predicted tokens (attention_mask[:, 1:].sum()), then exp")
+    snapshot.check("perplexity_again", again, rtol=1e-4, atol=0,
+                   hint="a second call differs: call model.eval() (dropout is on in training mode)")
+    assert abs(got - expected) / expected < 1e-4, "perplexity differs from the brute-force value"
 
 
-def test_perplexity_ignores_padding_and_batching(sub, tiny_model, tokenizer, lab):
+def test_perplexity_ignores_padding_and_batching(sub, tiny_model, tokenizer, lab, snapshot):
     model = lab.sharpen(tiny_model, 8.0).eval()
-    a = _ppl(sub, model, tokenizer, lab, max_length=40, batch_size=2)
-    b = _ppl(sub, model, tokenizer, lab, max_length=56, batch_size=3)
-    assert a == pytest.approx(b, rel=1e-5), (
-        "perplexity changes with the padding length or the batch size: exclude padding tokens "
-        "and average over tokens of the whole dataset, not over batches")
+    for max_length, batch_size in ((40, 2), (56, 3)):
+        snapshot.check(f"perplexity_{max_length}_{batch_size}",
+                       _ppl(sub, model, tokenizer, lab, max_length, batch_size), rtol=1e-4, atol=0,
+                       hint="exclude padding tokens and average over the tokens of the whole "
+                            "dataset, not over batches or sequences")
 
 
 # -- (d) full fine-tuning with the Trainer -----------------------------------------------------
 
 
-def test_finetune_logs_losses_per_epoch(sub, tiny_model, tokenizer, lab, tmp_path):
+def _lm_loss(model, rows):
+    """Token-weighted cross-entropy of `model` on the rows (eval mode, no gradient)."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for row in rows:
+            ids, mask = row["input_ids"][None], row["attention_mask"][None]
+            logits = model(input_ids=ids, attention_mask=mask).logits[0, :-1]
+            keep = mask[0, 1:].bool()
+            nll = torch.nn.functional.cross_entropy(logits[keep], ids[0, 1:][keep], reduction="sum")
+            total, count = total + nll.item(), count + int(keep.sum())
+    model.train(was_training)
+    return total / count
+
+
+def test_finetune_logs_losses_per_epoch(sub, tiny_model, tokenizer, lab, tmp_path, snapshot):
     train_rows = lab.encode_rows(tokenizer, lab.WIKI_LINES * 2, 24)
     eval_rows = lab.encode_rows(tokenizer, lab.WIKI_LINES[:4], 24)
-    before = {k: v.clone() for k, v in tiny_model.state_dict().items()}
-    trainer = sub.llm.build_trainer(tiny_model, train_rows, eval_rows,
-                                    output_dir=str(tmp_path / "out"), num_train_epochs=2,
-                                    batch_size=4, learning_rate=2e-3, warmup_steps=0)
+    before_state = {k: v.clone() for k, v in tiny_model.state_dict().items()}
+    before = _lm_loss(tiny_model, eval_rows)
+    trainer, _ = lab.trainer_for(sub.llm, tiny_model, train_rows, eval_rows, tokenizer,
+                                 str(tmp_path / "out"), num_train_epochs=2, batch_size=4,
+                                 learning_rate=2e-3, warmup_steps=0)
     trainer.train()
-    changed = [k for k, v in trainer.model.state_dict().items()
-               if k in before and not torch.equal(before[k], v)]
-    assert len(changed) >= len(before) // 2, "full fine-tuning must update the model's weights"
-    history = sub.llm.loss_history(trainer)
-    assert [int(row["epoch"]) for row in history] == [1, 2], (
-        "loss_history must give one row per epoch: set eval_strategy='epoch' and "
-        "logging_strategy='epoch' in TrainingArguments")
-    for row in history:
-        assert math.isfinite(row["train_loss"]) and math.isfinite(row["eval_loss"]), \
-            "each epoch needs a finite 'train_loss' and 'eval_loss'"
-    logged_eval = [e["eval_loss"] for e in trainer.state.log_history if "eval_loss" in e]
-    assert [row["eval_loss"] for row in history] == pytest.approx(logged_eval), \
-        "'eval_loss' must be the validation loss the trainer logged for that epoch"
-    assert history[1]["eval_loss"] < history[0]["eval_loss"], \
-        "the validation loss should fall from epoch 1 to 2 on this tiny task"
+    model = trainer.model
+    changed = sum(not torch.equal(before_state[k], v) for k, v in model.state_dict().items()
+                  if k in before_state)
+    log = trainer.state.log_history
+    history = None
+    loss_history = lab.optional(sub.llm, "loss_history")
+    if loss_history is not None:
+        rows = loss_history(trainer)
+        if not isinstance(rows, list):
+            pytest.fail("loss_history returns one dict per epoch", pytrace=False)
+        history = [[float(r["epoch"]), float(r["train_loss"]), float(r["eval_loss"])] for r in rows]
+    snapshot.judge("run", {
+        "train": [[float(e["epoch"]), float(e["loss"])] for e in log if "loss" in e],
+        "eval": [[float(e["epoch"]), float(e["eval_loss"])] for e in log if "eval_loss" in e],
+        "history": history, "before": before, "after": _lm_loss(model, eval_rows),
+        "changed": int(changed), "tensors": len(before_state),
+    }, "per_epoch_losses", epochs=2, min_changed=0.5,
+        hint="TrainingArguments(..., eval_strategy='epoch', logging_strategy='epoch')")
 
 
 # -- (e) LoRA ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("r", [64, 4])
-def test_lora_trainable_parameters(sub, tiny_model, r):
-    cfg = tiny_model.config
-    model = sub.llm.apply_lora(tiny_model) if r == 64 else sub.llm.apply_lora(tiny_model, r=r)
+def test_lora_trainable_parameters(sub, tiny_model, lab, snapshot):
+    model = lab.lora_model(sub.llm, tiny_model)
     trainable = {n: p.numel() for n, p in model.named_parameters() if p.requires_grad}
-    # One A (r x d) and one B (3d x r) per layer's c_attn.
-    expected = cfg.n_layer * r * (cfg.n_embd + 3 * cfg.n_embd)
-    assert all("lora_" in n for n in trainable), \
-        "only the LoRA matrices may be trainable (bias='none', base model frozen)"
-    assert sum(trainable.values()) == expected, (
-        f"{sum(trainable.values())} trainable parameters; LoRA of rank {r} on each layer's "
-        "c_attn (target_modules=['c_attn']) has r * (in + out) per layer")
+    snapshot.check("trainable", {"count": sum(trainable.values()), "tensors": len(trainable),
+                                 "only_lora": all("lora_" in n for n in trainable)},
+                   hint="LoRA of rank 64 on each layer's c_attn (GPT-2's attention projection), "
+                        "bias='none': only the adapters train")
 
 
-def test_lora_starts_as_the_base_model(sub, tiny_model, tokenizer):
+def test_lora_starts_as_the_base_model(sub, tiny_model, tokenizer, lab, snapshot):
     ids = tokenizer(PPL_TEXTS[0], return_tensors="pt")["input_ids"]
-    tiny_model.eval()
+    model = lab.lora_model(sub.llm, tiny_model).eval()
     with torch.no_grad():
-        base = tiny_model(ids).logits.clone()
-    model = sub.llm.apply_lora(tiny_model).eval()
-    with torch.no_grad():
-        lora = model(input_ids=ids).logits
-    assert (lora - base).abs().max().item() < 1e-5, \
-        "before training, the LoRA model must compute exactly what GPT-2 computes (B = 0)"
+        logits = model(input_ids=ids).logits
+    snapshot.check("logits", logits, hint="before training, the LoRA model computes what GPT-2 "
+                                          "computes (peft starts B at zero)")
 
 
-def test_lora_config(sub, tiny_model):
-    model = sub.llm.apply_lora(tiny_model)
+def test_lora_config(sub, tiny_model, lab, snapshot):
+    model = lab.lora_model(sub.llm, tiny_model)
     config = model.peft_config["default"]
-    got = (config.r, config.lora_alpha, config.lora_dropout, config.bias)
-    assert got == (64, 16, 0.1, "none"), \
-        f"LoraConfig has (r, lora_alpha, lora_dropout, bias) = {got}; use (64, 16, 0.1, 'none')"
-    assert str(config.task_type).endswith("CAUSAL_LM"), "task_type must be 'CAUSAL_LM'"
+    snapshot.check("config", {
+        "r": int(config.r), "lora_alpha": float(config.lora_alpha),
+        "lora_dropout": float(config.lora_dropout), "bias": str(config.bias),
+        "task_type": str(config.task_type).split(".")[-1],
+        "target_modules": sorted(config.target_modules or []),
+    }, hint="LoraConfig(r=64, lora_alpha=16, lora_dropout=0.1, bias='none', task_type='CAUSAL_LM') "
+            "on GPT-2's c_attn")

@@ -1,7 +1,7 @@
 """Public checks of LabRNN (ECE 661 HW3 Lab (1)): return types and shapes, one per part."""
 import random
 
-import pytest
+import numpy as np
 import torch
 
 
@@ -17,54 +17,61 @@ def test_hyperparams_unchanged(hparams):
     assert len(hparams.STOP_WORDS) > 100 and 'the' in hparams.STOP_WORDS
 
 
-def test_load_imdb_returns_six_splits(sub, tmp_path, lab):
-    lab.write_imdb_csv(tmp_path / "IMDBDataset.csv", rows=100)
+def test_load_imdb_returns_six_splits(sub, tmp_path, lab, snapshot):
+    records = lab.write_imdb_csv(tmp_path / "IMDBDataset.csv", rows=100)
     out = sub.rnn.load_imdb(str(tmp_path / "IMDBDataset.csv"))
-    assert isinstance(out, tuple) and len(out) == 6, \
-        "load_imdb must return x_train, x_valid, x_test, y_train, y_valid, y_test"
-    x_train, x_valid, x_test, y_train, y_valid, y_test = (list(part) for part in out)
-    for x, y, name in ((x_train, y_train, "train"), (x_valid, y_valid, "valid"),
-                       (x_test, y_test, "test")):
-        assert len(x) == len(y), f"x_{name} and y_{name} have different lengths"
-    assert len(x_train) + len(x_valid) + len(x_test) == 100, \
-        "the three splits together must hold every review exactly once"
-    assert all(isinstance(r, str) for r in x_train[:5]), "x holds the review texts"
-    assert set(y_train) <= {'positive', 'negative'}, "y holds the 'positive'/'negative' labels"
+    lab.expect(isinstance(out, tuple) and len(out) == 6,
+               "load_imdb must return x_train, x_valid, x_test, y_train, y_valid, y_test")
+    row_of = {review: i for i, (review, _) in enumerate(records)}
+    parts = [list(part) for part in out]
+    rows = [np.array([row_of.get(x, -1) if isinstance(x, str) else -1 for x in xs], dtype=np.int64)
+            for xs in parts[:3]]
+    labels = [[str(y) for y in ys] for ys in parts[3:]]
+    snapshot.judge("split", {"parts": len(out), "rows": rows, "labels": labels}, "imdb_split",
+                   n=100, truth=[label for _, label in records], aspects=[],
+                   hint="x holds the review texts, y the 'positive'/'negative' labels")
 
 
-def test_build_vocab_special_tokens(sub, hparams, lab):
-    reviews = [" ".join(lab.CONTENT_WORDS[:6])] * 5
+def test_build_vocab_counts_words(sub, hparams, lab, snapshot):
+    reviews = [" ".join(lab.CONTENT_WORDS[:6])] * 5 + [" ".join(lab.CONTENT_WORDS[6:9])] * 4
     vocab = sub.rnn.build_vocab(reviews, min_freq=5, hparams=hparams)
-    assert isinstance(vocab, dict), "build_vocab must return a dict word -> id"
-    assert vocab.get('<pad>') == 0 and vocab.get('<unk>') == 1, \
-        "the vocabulary must map '<pad>' to 0 and '<unk>' to 1 (the provided tail does this)"
-    assert sorted(vocab.values()) == list(range(len(vocab))), "ids must be 0, 1, ..., len-1"
+    lab.expect(isinstance(vocab, dict), f"build_vocab must return a dict word -> id, got "
+               f"{type(vocab).__name__}")
+    snapshot.check("words", sorted(vocab),
+                   hint="the words seen at least min_freq=5 times, plus '<pad>' and '<unk>'")
 
 
-def test_tokenize_returns_ids(sub):
+def test_tokenize_returns_ids(sub, lab, snapshot):
     vocab = {'<pad>': 0, '<unk>': 1, 'good': 2, 'movie': 3}
     ids = sub.rnn.tokenize(vocab, "good movie")
-    assert list(ids) == [2, 3], "tokenize(vocab, 'good movie') with good->2, movie->3"
+    lab.expect(isinstance(ids, (list, tuple, torch.Tensor)),
+               f"tokenize must return a list of token ids, got {type(ids).__name__}")
+    snapshot.check("ids", [int(i) for i in ids], hint="tokenize(vocab, 'good movie') with "
+                   "good->2, movie->3")
 
 
-def test_imdb_item_keys(sub):
+def test_imdb_item_keys(sub, lab, snapshot):
     vocab = {'<pad>': 0, '<unk>': 1, 'good': 2, 'movie': 3}
     item = sub.rnn.IMDB(["good movie"], ["positive"], vocab, max_length=256)[0]
-    assert isinstance(item, dict) and {'ids', 'length', 'label'} <= set(item), \
-        "__getitem__ must return a dict with keys 'ids', 'length' and 'label'"
+    lab.expect(isinstance(item, dict) and {'ids', 'length', 'label'} <= set(item),
+               "__getitem__ must return a dict with keys 'ids', 'length' and 'label'")
+    ids = [int(i) for i in torch.as_tensor(item['ids']).reshape(-1).tolist()]
+    snapshot.check("item", {"ids": ids[:int(item['length'])], "length": int(item['length']),
+                            "label": int(item['label'])})
 
 
-@pytest.mark.parametrize("bidirectional", [False, True])
-def test_lstm_output_shape(sub, bidirectional):
+def test_lstm_output_shape(sub, lab, snapshot):
+    """A batch of full-length sequences (no padding): packing or not gives the same output."""
     model = sub.rnn.LSTM(vocab_size=30, embedding_dim=4, hidden_dim=8, output_dim=2, n_layers=1,
-                         dropout_rate=0.0, pad_index=0, bidirectional=bidirectional)
+                         dropout_rate=0.0, pad_index=0, bidirectional=False,
+                         weight_init_fn=lab.fixed_init).eval()
     ids = torch.randint(2, 30, (3, 7))
-    length = torch.tensor([7.0, 4.0, 2.0])   # float, as the provided collate makes it
-    ids[1, 4:] = 0
-    ids[2, 2:] = 0
-    out = model(ids, length)
-    assert tuple(out.shape) == (3, 2), \
-        f"LSTM output has shape {tuple(out.shape)}, expected (batch size, output_dim) = (3, 2)"
+    length = torch.tensor([7.0, 7.0, 7.0])   # float, as the provided collate makes it
+    with torch.no_grad():
+        out = model(ids, length)
+    lab.expect(isinstance(out, torch.Tensor) and tuple(out.shape) == (3, 2),
+               "forward must return (batch size, output_dim) = (3, 2) logits")
+    snapshot.check("logits", out, hint="fc applied to the LSTM's final hidden state")
 
 
 def test_train_and_test_runs(sub, hparams, tmp_path, lab, monkeypatch):
