@@ -54,6 +54,7 @@ class StagedSubmission:
     # staged file -> {"notebook": "LabRNN.ipynb", "lines": [[cell, line] or None, ...]}
     sources: dict[str, dict] = field(default_factory=dict)
     cuda: list[str] = field(default_factory=list)  # where the student's code asks for CUDA
+    handed_in: dict[str, float] = field(default_factory=dict)  # file the student gave -> its mtime
 
     STATE_FILE = ".lmgrade-staged.json"
 
@@ -182,6 +183,8 @@ def _copy_listed(assignment: Assignment, src: Path, staged: StagedSubmission, *,
             shutil.copytree(found, target, symlinks=False, ignore=_ignore_unsafe)
         elif found.is_file() and not found.is_symlink():
             shutil.copyfile(found, target)
+            if search:
+                staged.handed_in[name] = found.stat().st_mtime
         elif search:
             staged.notes.append(f"ignored {name}: not a regular file")
     for package, files in kept.items():
@@ -362,9 +365,46 @@ def _find(src: Path, name: str) -> Path | None:
 def _resolve_modules(assignment: Assignment, staged: StagedSubmission) -> None:
     for alias, names in assignment.modules.items():
         try:
+            _keep_the_changed_form(assignment, staged, names)
             _resolve_module(staged, alias, names)
         except Exception as err:  # noqa: BLE001 - one module that cannot be staged costs only its tests
             staged.errors[alias] = f"{' or '.join(names)} could not be staged: {_error_line(err)}"
+
+
+def _keep_the_changed_form(assignment: Assignment, staged: StagedSubmission, names: tuple[str, ...]) -> None:
+    """A hand-in with both forms of one file (LabRNN.py and LabRNN.ipynb, both in the handout):
+    grade the one the student changed, and say so. The other is removed from the staged folder."""
+    given = [n for n in names if n in staged.handed_in and (staged.path / n).is_file()]
+    if len(given) < 2:
+        return
+    changed = [n for n in given if _code_of(staged.path / n) != _code_of(assignment.template_dir / n)]
+    if len(changed) == 1:
+        chosen, why = changed[0], "the one you changed; the other is the handout's as given"
+    elif changed:
+        chosen = max(changed, key=lambda n: staged.handed_in[n])
+        why = "both were changed: the one saved last"
+    else:
+        chosen, why = given[0], "neither differs from the handout"
+    for n in given:
+        if n != chosen:
+            (staged.path / n).unlink()
+    staged.notes.append(f"both {' and '.join(given)} were handed in: graded {chosen}, {why}")
+
+
+def _code_of(path: Path) -> str | None:
+    """What a file says as code: a notebook's code cells (outputs and metadata aside)."""
+    if not path.is_file():
+        return None
+    if path.suffix == ".ipynb":
+        import nbformat
+
+        try:
+            nb = nbformat.read(str(path), as_version=4)
+        except Exception:  # noqa: BLE001 - an unreadable notebook is "changed"; extraction reports it
+            return path.read_text(encoding="utf-8", errors="replace")
+        cells = [c.source for c in nb.cells if c.cell_type == "code"]
+        return "\n".join(line.rstrip() for cell in cells for line in cell.splitlines() if line.strip())
+    return path.read_text(encoding="utf-8", errors="replace")
 
 
 def _resolve_module(staged: StagedSubmission, alias: str, names: tuple[str, ...]) -> None:
