@@ -255,7 +255,7 @@ def handout_suite_path(assignment: Assignment) -> str:
     return f"test_suites/{assignment.id}"
 
 
-HANDOUT_OWN = ("conftest.py", "pytest.ini", "grader", "test_suites", "fixtures")  # never in a template
+HANDOUT_OWN = ("conftest.py", "pytest.ini", "grader", "test_suites", "fixtures", "lmgrade.py")  # never in a template
 
 
 def handout_names(assignment: Assignment) -> dict[str, str]:
@@ -271,8 +271,10 @@ def stage_handout(assignment: Assignment, root: Path) -> None:
     if clash:
         raise BuildError(f"the template of {assignment.id} has {', '.join(clash)}, which the handout needs for "
                          "its own test set-up: rename it in the reference")
-    copy_tree(assignment.template_dir, root)
+    # a notebook course gets its notebooks and no .py twins (the .py is only their source here)
+    copy_tree(assignment.template_dir, root, skip_top=tuple(assignment.notebooks.values()))
     copy_tree(Path(__file__).resolve().parent, root / "grader")
+    shutil.copyfile(_lmgrade_module(), root / "lmgrade.py")  # `import lmgrade; lmgrade.check(...)`
     suite = root / handout_suite_path(assignment)
     copy_tree(assignment.suite_dir / "public", suite / "public")
     for path in sorted(assignment.suite_dir.glob("*.py")):  # conftest, judges.py (rules), helpers
@@ -288,6 +290,15 @@ def stage_handout(assignment: Assignment, root: Path) -> None:
     (root / "conftest.py").write_text("", encoding="utf-8")  # so that it is among the handout's own files below
     context["own_files"] = handout_hook_files(root)
     (root / "conftest.py").write_text(render("handout_conftest.py.j2", **context), encoding="utf-8")
+
+
+def _lmgrade_module() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("lmgrade")
+    if spec is None or not spec.origin:
+        raise BuildError("the lmgrade module (lmgrade.py, `import lmgrade` in a notebook) is not installed here")
+    return Path(spec.origin)
 
 
 def handout_hook_files(root: Path) -> list[str]:
