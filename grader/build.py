@@ -373,19 +373,36 @@ def student_requirements(assignment: Assignment, root: Path, file_name: str = "r
 
 
 def handout_context(assignment: Assignment, requirements: str, names: dict[str, str] | None = None) -> dict:
-    public = [t for t in assignment.tests if t.test_id.startswith("public/")]
-    hidden = [t for t in assignment.tests if not t.test_id.startswith("public/")]
-    module_files = [names[0] for names in assignment.modules.values()]
+    from grader.assignment import is_public
+    from grader.checksuite import collected_tests
+
+    public = [t for t in assignment.tests if is_public(t.test_id)]
+    hidden = [t for t in assignment.tests if not is_public(t.test_id)]
+    written = {alias: names for alias, names in assignment.modules.items()
+               if not set(names) <= set(assignment.provided)}  # a provided module is not written
+    notebooks = [n for names in written.values() for n in names if n.endswith(".ipynb")]
+    # a notebook course hands in its notebooks: the .py twins are only their source here
+    shown = {alias: tuple(n for n in names if n not in assignment.notebooks.values()) or names
+             for alias, names in written.items()}
+    module_files = [names[0] for names in shown.values()]
+    collected, _ = collected_tests(assignment)
+    n_public = sum(1 for t in collected if is_public(t)) or len(public)
     pinned = dict(line.split("==", 1) for line in requirements.splitlines() if "==" in line and not line.startswith("#"))
     manifest = assignment.snapshots_dir / "manifest.json"
     public_values = "public/" in manifest.read_text(encoding="utf-8") if manifest.is_file() else False
     return {
         "assignment_id": assignment.id, "title": assignment.title, "suite_path": handout_suite_path(assignment),
-        "module_names": [" or ".join(f"`{n}`" for n in names) for names in assignment.modules.values()],
-        "several_names": any(len(names) > 1 for names in assignment.modules.values()),
+        "module_names": [" or ".join(f"`{n}`" for n in names) for names in shown.values()],
+        "several_names": any(len(names) > 1 for names in shown.values()),
         "provided": list(assignment.provided),
-        "required": list(dict.fromkeys(module_files + list(assignment.files_required))),
-        "n_public": len(public), "n_hidden": len(hidden), "public_values": public_values,
+        "required": [n for n in dict.fromkeys(module_files + list(assignment.files_required))
+                     if n not in assignment.provided],
+        "notebooks": notebooks,
+        "example_question": next((q.number for q in assignment.questions
+                                  if any(is_public(t.test_id) and t.points for t in q.tests)), "1"),
+        "questions": [(q.number, q.name, sum(t.points for t in q.tests if is_public(t.test_id)))
+                      for q in assignment.questions if any(is_public(t.test_id) for t in q.tests)],
+        "n_public": n_public, "n_hidden": len(hidden), "public_values": public_values,
         "public_points": f"{sum(t.points for t in public):g}", "hidden_points": f"{sum(t.points for t in hidden):g}",
         "total_points": f"{assignment.total_points:g}", "torch_version": TORCH_VERSION,
         "torch_index": TORCH_CPU_INDEX, "python_version": minimum_python(pinned),
