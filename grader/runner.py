@@ -23,7 +23,6 @@ import os
 import selectors
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -32,6 +31,7 @@ from pathlib import Path
 
 from grader import project_root
 from grader.assignment import Assignment, TestSpec, child_view
+from grader.envs import child_python_prefix, child_readable_paths
 from grader.oracle import MAX_LINE, OracleServer, new_token
 from grader.sandbox import (
     RUN_ENV,
@@ -236,7 +236,7 @@ class SuiteRun:
             give(self.staged.path, box.uid)
             give(home, box.uid)
             needed = [self.assignment.suite_dir, self.staged.path] + \
-                [p for p in (self.assignment.fixtures_dir,) if p.is_dir()]
+                [p for p in (self.assignment.fixtures_dir,) if p.is_dir()] + child_readable_paths(self.assignment)
             protect(secret_paths([self.assignment.root, project_root()]), box.uid, needed=needed)
         elif self.secure:
             self.notes.append("not graded as root: the submission ran as the current user, without a uid of "
@@ -479,7 +479,7 @@ def _pytest_command(assignment, staged_path, per_test, args, pytest_args, *, ext
     ini = staged_path.parent / "pytest.ini"
     ini.write_text("[pytest]\n", encoding="utf-8")  # keep any pyproject/pytest.ini around out of the run
     cmd = [
-        sys.executable, "-I", "-m", "pytest", *args,
+        *child_python_prefix(assignment), *args,  # pytest in the course environment (grader.envs)
         "-p", "grader.plugin", "-p", "no:cacheprovider", "-c", str(ini),
         "--rootdir", str(assignment.suite_dir), "-q", "-rN", "--no-header", "--import-mode=importlib",
         "--lmgrade-assignment", assignment.id, "--submission", str(staged_path), "--lmgrade-staged",
