@@ -51,15 +51,26 @@ from grader import project_root
 TORCH_REQUIREMENT = "torch==2.13.0"
 # What the engine's test process (pytest + grader.plugin and what it imports) needs, in every
 # course environment: the suite runs there, not in lmgrade's own venv.
-CHILD_REQUIREMENTS = ("pytest>=8", "pytest-timeout>=2.3", "numpy", "safetensors>=0.4", "pyyaml>=6",
-                      "gradescope-utils>=0.5", "nbformat>=5.9")
+CHILD_REQUIREMENTS = (
+    "pytest>=8",
+    "pytest-timeout>=2.3",
+    "numpy",
+    "safetensors>=0.4",
+    "pyyaml>=6",
+    "gradescope-utils>=0.5",
+    "nbformat>=5.9",
+)
 LOCK_NAME = "environment.lock"
-ENV_VAR = "LMGRADE_ENV"              # "current": the test process runs in this interpreter
-CACHE_VAR = "LMGRADE_ENV_CACHE"      # where environments are built (default .lmgrade/envs)
-TORCH_INDEX_VAR = "LMGRADE_TORCH_INDEX"  # an index serving the CPU build of torch (default: pip's config)
+ENV_VAR = "LMGRADE_ENV"  # "current": the test process runs in this interpreter
+CACHE_VAR = "LMGRADE_ENV_CACHE"  # where environments are built (default .lmgrade/envs)
+TORCH_INDEX_VAR = (
+    "LMGRADE_TORCH_INDEX"  # an index serving the CPU build of torch (default: pip's config)
+)
 MARKER = "lmgrade-environment.json"  # written last: an environment without it is unfinished
-BOOTSTRAP = ("import sys; sys.path.insert(0, sys.argv.pop(1)); import pytest; "
-             "raise SystemExit(pytest.main())")
+BOOTSTRAP = (
+    "import sys; sys.path.insert(0, sys.argv.pop(1)); import pytest; "
+    "raise SystemExit(pytest.main())"
+)
 PIP_TIMEOUT = 1800  # seconds for one pip command (a fresh machine downloads ~1 GB)
 
 Progress = Callable[[str], None]
@@ -89,19 +100,23 @@ class Environment:
     def key(self) -> str:
         """Cache key: the lock's pins (not its comments) and the Python version."""
         if self.pins is None:
-            raise CourseEnvError(f"{self.assignment_id} has no {self.lock_path}: "
-                                 f"run `lmgrade env lock {self.assignment_id}`")
+            raise CourseEnvError(
+                f"{self.assignment_id} has no {self.lock_path}: "
+                f"run `lmgrade env lock {self.assignment_id}`"
+            )
         return environment_key(self.pins, self.python)
 
 
 # -- declaring and locking -------------------------------------------------------------------------
 
+
 def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def parse_environment(data: object, assignment_id: str, suite_dir: Path, where: str, *,
-                      check_lock: bool = True) -> Environment:
+def parse_environment(
+    data: object, assignment_id: str, suite_dir: Path, where: str, *, check_lock: bool = True
+) -> Environment:
     """The ``environment:`` mapping of an assignment.yaml, with its lock read and (unless
     ``check_lock`` is false: re-locking) checked against the declared ranges.
 
@@ -113,39 +128,58 @@ def parse_environment(data: object, assignment_id: str, suite_dir: Path, where: 
         raise TypeError(f"{where}: 'environment' must be a mapping with 'python' and 'packages'")
     unknown = set(data) - {"python", "course_python", "packages"}
     if unknown:
-        raise ValueError(f"{where}: unknown field(s) in 'environment': {', '.join(sorted(unknown))}")
+        raise ValueError(
+            f"{where}: unknown field(s) in 'environment': {', '.join(sorted(unknown))}"
+        )
     python = str(data.get("python", ""))
     if not re.fullmatch(r"3\.\d+", python):
-        raise ValueError(f"{where}: environment.python must be a Python version such as \"3.11\" (got {python!r})")
+        raise ValueError(
+            f'{where}: environment.python must be a Python version such as "3.11" (got {python!r})'
+        )
     packages = data.get("packages") or []
     if not isinstance(packages, list) or not all(isinstance(p, str) for p in packages):
-        raise ValueError(f"{where}: environment.packages must be a list of requirements (name and version range)")
+        raise ValueError(
+            f"{where}: environment.packages must be a list of requirements (name and version range)"
+        )
     seen: set[str] = set()
     for text in packages:
         try:
             req = Requirement(text)
         except InvalidRequirement as err:
-            raise ValueError(f"{where}: environment.packages: {text!r} is not a requirement: {err}") from None
+            raise ValueError(
+                f"{where}: environment.packages: {text!r} is not a requirement: {err}"
+            ) from None
         name = canonical(req.name)
         if name in seen:
             raise ValueError(f"{where}: environment.packages lists {req.name} twice")
         seen.add(name)
         if name == "torch" and not req.specifier.contains("2.13.0"):
-            raise ValueError(f"{where}: environment.packages: torch is {TORCH_REQUIREMENT} (the CPU build) in "
-                             f"every environment; {text!r} excludes it")
+            raise ValueError(
+                f"{where}: environment.packages: torch is {TORCH_REQUIREMENT} (the CPU build) in "
+                f"every environment; {text!r} excludes it"
+            )
         if name == "lmgrade":
-            raise ValueError(f"{where}: environment.packages must not name lmgrade: the test process gets the "
-                             "engine from the checkout")
+            raise ValueError(
+                f"{where}: environment.packages must not name lmgrade: the test process gets the "
+                "engine from the checkout"
+            )
     lock_path = suite_dir / LOCK_NAME
-    env = Environment(assignment_id=assignment_id, python=python, packages=tuple(packages), lock_path=lock_path,
-                      pins=read_lock(lock_path) if lock_path.is_file() else None,
-                      course_python=str(data.get("course_python", "")))
+    env = Environment(
+        assignment_id=assignment_id,
+        python=python,
+        packages=tuple(packages),
+        lock_path=lock_path,
+        pins=read_lock(lock_path) if lock_path.is_file() else None,
+        course_python=str(data.get("course_python", "")),
+    )
     if env.pins is not None and check_lock:
         problems = lock_problems(env)
         if problems:
-            raise ValueError(f"{lock_path}: {problems[0]}"
-                             + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
-                             + f": run `lmgrade env lock {assignment_id}`")
+            raise ValueError(
+                f"{lock_path}: {problems[0]}"
+                + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+                + f": run `lmgrade env lock {assignment_id}`"
+            )
     return env
 
 
@@ -158,7 +192,9 @@ def read_lock(path: Path) -> dict[str, str]:
             continue
         match = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([0-9][0-9A-Za-z.!+_-]*)", line)
         if not match:
-            raise ValueError(f"{path}, line {number}: {raw.strip()!r} is not an exact `name==version` pin")
+            raise ValueError(
+                f"{path}, line {number}: {raw.strip()!r} is not an exact `name==version` pin"
+            )
         name = canonical(match.group(1))
         if name in pins:
             raise ValueError(f"{path}, line {number}: {match.group(1)} is pinned twice")
@@ -184,14 +220,20 @@ def lock_problems(env: Environment) -> list[str]:
 
 
 def environment_key(pins: dict[str, str], python: str) -> str:
-    text = "".join(f"{name}=={version}\n" for name, version in sorted(pins.items())) + f"python=={python}\n"
+    text = (
+        "".join(f"{name}=={version}\n" for name, version in sorted(pins.items()))
+        + f"python=={python}\n"
+    )
     return hashlib.sha256(text.encode()).hexdigest()
 
 
 def lock_text(env: Environment, pins: dict[str, str]) -> str:
-    header = (f"# The course environment of {env.assignment_id} (Python {env.python}): every distribution in it,\n"
-              f"# pinned. Generated by `lmgrade env lock {env.assignment_id}` from the `environment:` ranges in\n"
-              f"# assignment.yaml; do not edit by hand. torch is the CPU build.\n")
+    header = (
+        f"# The course environment of {env.assignment_id} (Python {env.python}): every\n"
+        f"# distribution in it, pinned. Generated by `lmgrade env lock {env.assignment_id}`\n"
+        "# from the `environment:` ranges in assignment.yaml; do not edit by hand.\n"
+        "# torch is the CPU build.\n"
+    )
     return header + "".join(f"{name}=={version}\n" for name, version in sorted(pins.items()))
 
 
@@ -205,15 +247,28 @@ def lock_environment(env: Environment, progress: Progress | None = None) -> dict
     scratch = Path(tempfile.mkdtemp(prefix=".lock-", dir=cache))
     try:
         venv = scratch / "venv"
-        say(f"{env.assignment_id}: resolving {len(env.packages)} declared packages with pip (Python {env.python})")
+        say(
+            f"{env.assignment_id}: resolving {len(env.packages)} declared packages with pip "
+            f"(Python {env.python})"
+        )
         _create_venv(env.python, venv)
         _install_torch(venv, say)
-        _pip(venv, ["install", *env.requirements], say, "resolving and installing the declared ranges")
+        _pip(
+            venv,
+            ["install", *env.requirements],
+            say,
+            "resolving and installing the declared ranges",
+        )
         pins = _installed_closure(venv, env.requirements)
-        checked = Environment(env.assignment_id, env.python, env.packages, env.lock_path, pins, env.course_python)
+        checked = Environment(
+            env.assignment_id, env.python, env.packages, env.lock_path, pins, env.course_python
+        )
         problems = lock_problems(checked)
         if problems:
-            raise CourseEnvError(f"{env.assignment_id}: pip's resolution does not satisfy the declaration: {problems[0]}")
+            raise CourseEnvError(
+                f"{env.assignment_id}: pip's resolution does not satisfy the "
+                f"declaration: {problems[0]}"
+            )
         say(f"{env.assignment_id}: importing every declared package")
         check_imports(venv / "bin" / "python", env)
         env.lock_path.write_text(lock_text(env, pins), encoding="utf-8")
@@ -253,8 +308,13 @@ print(json.dumps(pins))
 
 
 def _installed_closure(venv: Path, roots: tuple[str, ...]) -> dict[str, str]:
-    out = subprocess.run([str(venv / "bin" / "python"), "-I", "-c", _CLOSURE_SCRIPT, json.dumps(list(roots))],
-                         capture_output=True, text=True, check=False, timeout=120)
+    out = subprocess.run(
+        [str(venv / "bin" / "python"), "-I", "-c", _CLOSURE_SCRIPT, json.dumps(list(roots))],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
     if out.returncode != 0:
         raise CourseEnvError(f"cannot list the resolved environment: {out.stderr.strip()[-500:]}")
     return dict(sorted(json.loads(out.stdout).items()))
@@ -263,13 +323,19 @@ def _installed_closure(venv: Path, roots: tuple[str, ...]) -> dict[str, str]:
 _INSTALLED_SCRIPT = (
     "import json, re; from importlib import metadata; "
     "print(json.dumps({re.sub(r'[-_.]+', '-', d.metadata['Name']).lower(): d.version "
-    "for d in metadata.distributions() if d.metadata['Name']}))")
+    "for d in metadata.distributions() if d.metadata['Name']}))"
+)
 
 
 def installed_versions(python: Path) -> dict[str, str]:
     """{canonical name: version} of every distribution ``python`` sees."""
-    out = subprocess.run([str(python), "-I", "-c", _INSTALLED_SCRIPT], capture_output=True, text=True,
-                         check=False, timeout=120)
+    out = subprocess.run(
+        [str(python), "-I", "-c", _INSTALLED_SCRIPT],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
     if out.returncode != 0:
         raise CourseEnvError(f"cannot list what {python} holds: {out.stderr.strip()[-500:]}")
     return json.loads(out.stdout)
@@ -306,19 +372,37 @@ def check_imports(python: Path, env: Environment) -> None:
 
     names = ["torch", *(Requirement(p).name for p in env.packages)]
     child_env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "LMGRADE_"))}
-    child_env.update({"WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-                      "HF_DATASETS_OFFLINE": "1", "MPLBACKEND": "Agg"})
-    out = subprocess.run([str(python), "-I", "-W", "ignore", "-c", _IMPORT_SCRIPT, json.dumps(names)],
-                         capture_output=True, text=True, check=False, timeout=600, env=child_env, cwd="/")
+    child_env.update(
+        {
+            "WANDB_MODE": "disabled",
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "HF_DATASETS_OFFLINE": "1",
+            "MPLBACKEND": "Agg",
+        }
+    )
+    out = subprocess.run(
+        [str(python), "-I", "-W", "ignore", "-c", _IMPORT_SCRIPT, json.dumps(names)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+        env=child_env,
+        cwd="/",
+    )
     if out.returncode != 0:
-        raise CourseEnvError(f"{env.assignment_id}: checking the environment's imports failed: "
-                             f"{out.stderr.strip()[-800:]}")
+        raise CourseEnvError(
+            f"{env.assignment_id}: checking the environment's imports failed: "
+            f"{out.stderr.strip()[-800:]}"
+        )
     failed = json.loads(out.stdout.strip().splitlines()[-1])
     if failed:
         name, why = next(iter(failed.items()))
-        raise CourseEnvError(f"{env.assignment_id}: {name} does not import in its course environment ({why}); "
-                             f"narrow its range (or a dependency's) in assignment.yaml and run "
-                             f"`lmgrade env lock {env.assignment_id}`")
+        raise CourseEnvError(
+            f"{env.assignment_id}: {name} does not import in its course environment ({why}); "
+            f"narrow its range (or a dependency's) in assignment.yaml and run "
+            f"`lmgrade env lock {env.assignment_id}`"
+        )
 
 
 # -- building and finding environments -----------------------------------------------------------
@@ -331,7 +415,11 @@ _warned_current = False
 def cache_dir() -> Path:
     """Where environments live: ``$LMGRADE_ENV_CACHE`` or ``<project root>/.lmgrade/envs``."""
     configured = os.environ.get(CACHE_VAR)
-    path = Path(configured).expanduser().resolve() if configured else project_root() / ".lmgrade" / "envs"
+    path = (
+        Path(configured).expanduser().resolve()
+        if configured
+        else project_root() / ".lmgrade" / "envs"
+    )
     if not path.is_dir():
         path.mkdir(parents=True, exist_ok=True)
         _open_to_others(path, stop=path.parent.parent if not configured else path.parent)
@@ -345,7 +433,9 @@ def ensure_environment(assignment, progress: Progress | None = None) -> Path:
     env = getattr(assignment, "environment", None)
     mode = os.environ.get(ENV_VAR, "")
     if mode not in ("", "current"):
-        raise CourseEnvError(f"{ENV_VAR}={mode!r} is not understood (unset it, or set it to 'current')")
+        raise CourseEnvError(
+            f"{ENV_VAR}={mode!r} is not understood (unset it, or set it to 'current')"
+        )
     if env is None or mode == "current":
         if env is not None:
             _warn_current(env)
@@ -381,7 +471,9 @@ def current_interpreter_holds(env: Environment) -> bool:
         name = dist.metadata["Name"]
         if name:
             installed.setdefault(canonical(name), dist.version.split("+", 1)[0])
-    return all(installed.get(name) == version.split("+", 1)[0] for name, version in env.pins.items())
+    return all(
+        installed.get(name) == version.split("+", 1)[0] for name, version in env.pins.items()
+    )
 
 
 def build_environment(env: Environment, target: Path, progress: Progress | None = None) -> None:
@@ -391,17 +483,30 @@ def build_environment(env: Environment, target: Path, progress: Progress | None 
     tmp = target.with_name(f".build-{target.name[:16]}-{os.getpid()}-{threading.get_ident()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        say(f"{env.assignment_id}: building its course environment (once; Python {env.python}, "
-            f"{len(env.pins or {})} pinned packages) in {target}")
+        say(
+            f"{env.assignment_id}: building its course environment (once; Python {env.python}, "
+            f"{len(env.pins or {})} pinned packages) in {target}"
+        )
         _create_venv(env.python, tmp)
         _install_torch(tmp, say)
-        _pip(tmp, ["install", "--no-deps", "-r", str(env.lock_path)], say, f"installing {env.lock_path.name}")
+        _pip(
+            tmp,
+            ["install", "--no-deps", "-r", str(env.lock_path)],
+            say,
+            f"installing {env.lock_path.name}",
+        )
         installed = installed_versions(tmp / "bin" / "python")
-        wrong = {n: v for n, v in (env.pins or {}).items() if installed.get(n, "").split("+")[0] != v.split("+")[0]}
+        wrong = {
+            n: v
+            for n, v in (env.pins or {}).items()
+            if installed.get(n, "").split("+")[0] != v.split("+")[0]
+        }
         if wrong:
             name = next(iter(wrong))
-            raise CourseEnvError(f"{env.assignment_id}: after installing the lock, {name} is "
-                                 f"{installed.get(name, 'missing')} instead of {wrong[name]}")
+            raise CourseEnvError(
+                f"{env.assignment_id}: after installing the lock, {name} is "
+                f"{installed.get(name, 'missing')} instead of {wrong[name]}"
+            )
         say(f"{env.assignment_id}: checking that every declared package imports")
         check_imports(tmp / "bin" / "python", env)
         _finish(env, tmp, target)
@@ -414,7 +519,8 @@ def build_environment(env: Environment, target: Path, progress: Progress | None 
 _BASE_PATHS_SCRIPT = (
     "import json, os, sys, sysconfig; p = sysconfig.get_paths(); "
     "print(json.dumps({'stdlib': p['stdlib'], 'platstdlib': p['platstdlib'], "
-    "'executable': os.path.realpath(sys.executable)}))")
+    "'executable': os.path.realpath(sys.executable)}))"
+)
 
 
 def _finish(env: Environment, built: Path, target: Path) -> None:
@@ -424,12 +530,22 @@ def _finish(env: Environment, built: Path, target: Path) -> None:
         shutil.rmtree(target)
     built.rename(target)
     _retarget_scripts(target, str(built), str(target))
-    info = subprocess.run([str(target / "bin" / "python"), "-I", "-c", _BASE_PATHS_SCRIPT],
-                          capture_output=True, text=True, check=True, timeout=60)
+    info = subprocess.run(
+        [str(target / "bin" / "python"), "-I", "-c", _BASE_PATHS_SCRIPT],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
     outside = {p for p in json.loads(info.stdout).values() if not Path(p).is_relative_to(target)}
-    marker = {"assignment": env.assignment_id, "python": env.python, "key": env.key,
-              "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "pins": env.pins,
-              "base_paths": sorted(outside)}  # the interpreter it was made from: the test uid reads it too
+    marker = {
+        "assignment": env.assignment_id,
+        "python": env.python,
+        "key": env.key,
+        "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "pins": env.pins,
+        "base_paths": sorted(outside),
+    }  # the interpreter it was made from: the test uid reads it too
     (target / MARKER).write_text(json.dumps(marker, indent=1), encoding="utf-8")
     (target / MARKER).chmod(0o644)
 
@@ -480,9 +596,11 @@ def find_python(version: str) -> Path:
         if is_root() and not (open_to_others(real.parent) and real.stat().st_mode & 0o005 == 0o005):
             continue  # e.g. a pyenv Python under /root: the test uid could not run it
         return path
-    raise CourseEnvError(f"no Python {version} that every user can run was found (looked for python{version} in "
-                         f"/usr/bin, /usr/local/bin and on PATH); install it, e.g. "
-                         f"`apt-get install python{version} python{version}-venv`")
+    raise CourseEnvError(
+        f"no Python {version} that every user can run was found (looked for python{version} in "
+        f"/usr/bin, /usr/local/bin and on PATH); install it, e.g. "
+        f"`apt-get install python{version} python{version}-venv`"
+    )
 
 
 def _create_venv(version: str, where: Path) -> None:
@@ -491,8 +609,10 @@ def _create_venv(version: str, where: Path) -> None:
     cmd = [str(python), "-m", "venv", *([] if with_pip else ["--without-pip"]), str(where)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=300)
     if out.returncode != 0:
-        raise CourseEnvError(f"cannot create a virtual environment with {python}: {out.stderr.strip()[-500:]} "
-                             f"(install python{version}-venv)")
+        raise CourseEnvError(
+            f"cannot create a virtual environment with {python}: {out.stderr.strip()[-500:]} "
+            f"(install python{version}-venv)"
+        )
 
 
 def _parent_pip() -> list[str] | None:
@@ -504,11 +624,16 @@ def _parent_pip() -> list[str] | None:
 
 def _pip(venv: Path, args: list[str], say: Progress, what: str) -> None:
     parent = _parent_pip()
-    cmd = (parent + ["--python", str(venv / "bin" / "python")] if parent else
-           [str(venv / "bin" / "python"), "-m", "pip"]) + [*args, "--disable-pip-version-check", "-q"]
+    cmd = (
+        parent + ["--python", str(venv / "bin" / "python")]
+        if parent
+        else [str(venv / "bin" / "python"), "-m", "pip"]
+    ) + [*args, "--disable-pip-version-check", "-q"]
     say(f"  pip: {what}")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    out = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=PIP_TIMEOUT, env=env)
+    out = subprocess.run(
+        cmd, capture_output=True, text=True, check=False, timeout=PIP_TIMEOUT, env=env
+    )
     if out.returncode != 0:
         lines = [ln for ln in (out.stderr + out.stdout).splitlines() if ln.strip()]
         errors = [ln for ln in lines if "ERROR" in ln or "error" in ln] or lines
@@ -553,7 +678,8 @@ def _open_to_others(path: Path, stop: Path) -> None:
             break
 
 
-# -- the test process --------------------------------------------------------------------------------
+# -- the test process ------------------------------------------------------------------------------
+
 
 def engine_dir() -> Path:
     """A folder holding only ``grader`` (a link to this package): on the test process's
@@ -589,12 +715,19 @@ def child_readable_paths(assignment) -> list[Path]:
     marker = python.parent.parent / MARKER
     if env is not None and marker.is_file():
         paths.append(python.parent.parent)
-        paths += [Path(p) for p in json.loads(marker.read_text(encoding="utf-8")).get("base_paths", [])]
+        paths += [
+            Path(p) for p in json.loads(marker.read_text(encoding="utf-8")).get("base_paths", [])
+        ]
     else:  # this interpreter: its environment and the installation it comes from
         import sysconfig
 
         dirs = sysconfig.get_paths()
-        paths += [Path(sys.prefix), Path(dirs["stdlib"]), Path(dirs["platstdlib"]), Path(sys.executable).resolve()]
+        paths += [
+            Path(sys.prefix),
+            Path(dirs["stdlib"]),
+            Path(dirs["platstdlib"]),
+            Path(sys.executable).resolve(),
+        ]
     return list(dict.fromkeys(paths))
 
 
@@ -602,15 +735,20 @@ def _warn_current(env: Environment) -> None:
     global _warned_current
     if not _warned_current:
         _warned_current = True
-        print(f"lmgrade: {ENV_VAR}=current: tests run in {sys.executable}, not in the course environment of "
-              f"{env.assignment_id} (its lock: {env.lock_path})", file=sys.stderr)
+        print(
+            f"lmgrade: {ENV_VAR}=current: tests run in {sys.executable}, not in the course "
+            "environment of "
+            f"{env.assignment_id} (its lock: {env.lock_path})",
+            file=sys.stderr,
+        )
 
 
 def _stderr_progress(message: str) -> None:
     print(f"lmgrade: {message}", file=sys.stderr, flush=True)
 
 
-# -- reporting -----------------------------------------------------------------------------------------
+# -- reporting -------------------------------------------------------------------------------------
+
 
 def describe_environment(assignment) -> dict:
     """Where the environment is and the versions of what the assignment declares."""
@@ -620,31 +758,45 @@ def describe_environment(assignment) -> dict:
     python = ensure_environment(assignment)
     declared = [canonical(Requirement(p).name) for p in env.packages] if env else []
     pins = (env.pins or {}) if env else {}
-    kind = ("current interpreter" if python == Path(sys.executable) else "cached course environment")
-    return {"assignment": assignment.id, "python": str(python), "kind": kind,
-            "python_version": env.python if env else f"{sys.version_info.major}.{sys.version_info.minor}",
-            "course_python": env.course_python if env else "",
-            "versions": {name: pins.get(name, "?") for name in ["torch", *declared]},
-            "pins": len(pins)}
+    kind = "current interpreter" if python == Path(sys.executable) else "cached course environment"
+    return {
+        "assignment": assignment.id,
+        "python": str(python),
+        "kind": kind,
+        "python_version": env.python
+        if env
+        else f"{sys.version_info.major}.{sys.version_info.minor}",
+        "course_python": env.course_python if env else "",
+        "versions": {name: pins.get(name, "?") for name in ["torch", *declared]},
+        "pins": len(pins),
+    }
 
 
-# -- command line --------------------------------------------------------------------------------------
+# -- command line ----------------------------------------------------------------------------------
+
 
 def add_parsers(subparsers) -> None:
     import argparse
 
     p = subparsers.add_parser(
-        "env", help="build or check course environments; `env lock ID` re-resolves a lock",
+        "env",
+        help="build or check course environments; `env lock ID` re-resolves a lock",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Student code runs in its course's environment: the semester's library versions,\n"
-                    "declared under `environment:` in assignment.yaml and pinned in\n"
-                    "test_suites/<id>/environment.lock. `lmgrade env ID` builds that environment (once;\n"
-                    f"cached in ${CACHE_VAR}, default .lmgrade/envs) and prints its path and versions.\n"
-                    "`lmgrade env lock ID` resolves the declared ranges with pip and rewrites the lock.",
+        description="Student code runs in its course's environment: the semester's library\n"
+        "versions, declared under `environment:` in assignment.yaml and pinned in\n"
+        "test_suites/<id>/environment.lock. `lmgrade env ID` builds that environment\n"
+        f"(once; cached in ${CACHE_VAR}, default .lmgrade/envs) and prints its path\n"
+        "and versions. `lmgrade env lock ID` resolves the declared ranges with pip and\n"
+        "rewrites the lock.",
         epilog="examples:\n  lmgrade env --all\n  lmgrade env lock duke_ece661_hw3\n\n"
-               f"{ENV_VAR}=current runs the tests in lmgrade's own interpreter instead (developers only).")
-    p.add_argument("ids", nargs="*", metavar="[lock] ID", help="assignment ids, after `lock` to re-lock them")
-    p.add_argument("--all", action="store_true", help="every assignment that declares an environment")
+        f"{ENV_VAR}=current runs the tests in lmgrade's own interpreter instead (developers only).",
+    )
+    p.add_argument(
+        "ids", nargs="*", metavar="[lock] ID", help="assignment ids, after `lock` to re-lock them"
+    )
+    p.add_argument(
+        "--all", action="store_true", help="every assignment that declares an environment"
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="print only what is built (no table)")
     p.set_defaults(func=cmd_env)
 
@@ -673,19 +825,26 @@ def cmd_env(args) -> int:
         started = time.time()
         if relock:
             pins = lock_environment(a.environment, _cli_progress(err))
-            console.print(f"{a.id}: wrote {a.environment.lock_path} ({len(pins)} pins) "
-                          f"in {time.time() - started:.0f} s")
+            console.print(
+                f"{a.id}: wrote {a.environment.lock_path} ({len(pins)} pins) "
+                f"in {time.time() - started:.0f} s"
+            )
             a = load_assignment(a.id)
         ensure_environment(a, _cli_progress(err))
         if args.quiet:
             continue
         info = describe_environment(a)
         course = f" (the course's: {info['course_python']})" if info["course_python"] else ""
-        console.print(f"[bold]{a.id}[/bold]: Python {info['python_version']}{course}, {info['kind']}, "
-                      f"{info['pins']} pinned packages", soft_wrap=True)
+        console.print(
+            f"[bold]{a.id}[/bold]: Python {info['python_version']}{course}, {info['kind']}, "
+            f"{info['pins']} pinned packages",
+            soft_wrap=True,
+        )
         console.print(f"  {info['python']}", soft_wrap=True)
-        console.print("  " + ", ".join(f"{name} {version}" for name, version in info["versions"].items()),
-                      soft_wrap=True)
+        console.print(
+            "  " + ", ".join(f"{name} {version}" for name, version in info["versions"].items()),
+            soft_wrap=True,
+        )
     return 0
 
 

@@ -34,7 +34,9 @@ from grader.envs import (
 
 TOY = Path(__file__).parent / "engine_toy"
 SMALLEST = "mila_ift6135_a2"  # the course environment with the fewest packages
-PANDAS_2 = "duke_ece661_hw3"  # transformers 4.x and pandas 2.x, where lmgrade's own venv has 5.x and 3.x
+PANDAS_2 = (
+    "duke_ece661_hw3"  # transformers 4.x and pandas 2.x, where lmgrade's own venv has 5.x and 3.x
+)
 
 
 @pytest.fixture(autouse=True)
@@ -50,7 +52,10 @@ def toy_with_environment(dest: Path, *, like: str = SMALLEST, edit=None, lock_ed
     source = load_assignment(like)
     rubric = dest / "test_suites" / "toy" / "assignment.yaml"
     data = yaml.safe_load(rubric.read_text())
-    data["environment"] = {"python": source.environment.python, "packages": list(source.environment.packages)}
+    data["environment"] = {
+        "python": source.environment.python,
+        "packages": list(source.environment.packages),
+    }
     if edit:
         edit(data)
     rubric.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -61,6 +66,7 @@ def toy_with_environment(dest: Path, *, like: str = SMALLEST, edit=None, lock_ed
 
 # -- every real assignment ----------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("assignment_id", list_assignments())
 def test_every_assignment_declares_a_locked_semester_environment(assignment_id):
     a = load_assignment(assignment_id)  # loading checks the lock against the declared ranges
@@ -68,8 +74,12 @@ def test_every_assignment_declares_a_locked_semester_environment(assignment_id):
     assert env is not None and env.pins, f"{assignment_id} declares no locked course environment"
     assert env.pins["torch"] == "2.13.0"
     assert not [name for name in env.pins if name.startswith("nvidia-")]  # the CPU build only
-    for text in env.packages:  # the semester's ranges: each bounded above, so no later major slips in
-        assert any(spec.operator in ("<", "<=", "==", "~=") for spec in Requirement(text).specifier), text
+    for (
+        text
+    ) in env.packages:  # the semester's ranges: each bounded above, so no later major slips in
+        assert any(
+            spec.operator in ("<", "<=", "==", "~=") for spec in Requirement(text).specifier
+        ), text
     for text in CHILD_REQUIREMENTS:  # what the engine's test process imports
         assert Requirement(text).name.replace("_", "-").lower() in env.pins, text
     assert "lmgrade" not in env.pins
@@ -86,22 +96,59 @@ def test_the_2025_course_environment_has_transformers_4_and_pandas_2():
 
 # -- declaring and locking ------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("lock_edit", "edit", "message"), [
-    (lambda t: t.replace("numpy==1.26.4", "numpy==2.0.2"), None,
-     r"environment.lock: numpy 2\.0\.2 does not satisfy numpy>=1\.19,<2 \(assignment.yaml\).*lmgrade env lock toy"),
-    (lambda t: t.replace("tqdm==", "# tqdm=="), None, r"tqdm \(tqdm>=4\.49,<5\) is not in the lock"),
-    (lambda t: t.replace("pytest-timeout==", "# pytest-timeout=="), None,
-     r"pytest-timeout \(pytest-timeout>=2\.3\) is not in the lock"),
-    (lambda t: t.replace("pytest==9", "pytest==7"), None, r"pytest 7\.\S+ does not satisfy pytest>=8 \(the engine\)"),
-    (lambda t: t + "einops>=0.6\n", None, r"line \d+: 'einops>=0.6' is not an exact `name==version` pin"),
-    (None, lambda d: d["environment"]["packages"].append("torch>=2.14"),
-     r"torch is torch==2\.13\.0 \(the CPU build\) in every environment"),
-    (None, lambda d: d["environment"].update(python="3"), r"environment.python must be a Python version"),
-    (None, lambda d: d["environment"]["packages"].append("numpy<3"), r"lists numpy twice"),
-    (None, lambda d: d.update(requirements=["numpy"]), r"'requirements' was replaced by 'environment'"),
-])
-def test_a_lock_or_declaration_that_does_not_hold_is_refused_naming_the_package(tmp_path, lock_edit, edit,
-                                                                                  message):
+
+@pytest.mark.parametrize(
+    ("lock_edit", "edit", "message"),
+    [
+        (
+            lambda t: t.replace("numpy==1.26.4", "numpy==2.0.2"),
+            None,
+            (
+                r"environment.lock: numpy 2\.0\.2 does not satisfy numpy>=1\.19,<2 "
+                r"\(assignment.yaml\).*lmgrade env lock toy"
+            ),
+        ),
+        (
+            lambda t: t.replace("tqdm==", "# tqdm=="),
+            None,
+            r"tqdm \(tqdm>=4\.49,<5\) is not in the lock",
+        ),
+        (
+            lambda t: t.replace("pytest-timeout==", "# pytest-timeout=="),
+            None,
+            r"pytest-timeout \(pytest-timeout>=2\.3\) is not in the lock",
+        ),
+        (
+            lambda t: t.replace("pytest==9", "pytest==7"),
+            None,
+            r"pytest 7\.\S+ does not satisfy pytest>=8 \(the engine\)",
+        ),
+        (
+            lambda t: t + "einops>=0.6\n",
+            None,
+            r"line \d+: 'einops>=0.6' is not an exact `name==version` pin",
+        ),
+        (
+            None,
+            lambda d: d["environment"]["packages"].append("torch>=2.14"),
+            r"torch is torch==2\.13\.0 \(the CPU build\) in every environment",
+        ),
+        (
+            None,
+            lambda d: d["environment"].update(python="3"),
+            r"environment.python must be a Python version",
+        ),
+        (None, lambda d: d["environment"]["packages"].append("numpy<3"), r"lists numpy twice"),
+        (
+            None,
+            lambda d: d.update(requirements=["numpy"]),
+            r"'requirements' was replaced by 'environment'",
+        ),
+    ],
+)
+def test_a_lock_or_declaration_that_does_not_hold_is_refused_naming_the_package(
+    tmp_path, lock_edit, edit, message
+):
     root = toy_with_environment(tmp_path / "proj", edit=edit, lock_edit=lock_edit)
     with pytest.raises(RubricError, match=message):
         load_assignment("toy", root=root)
@@ -134,11 +181,14 @@ def test_the_cache_key_is_the_pins_and_the_python_version(tmp_path):
     assert environment_key(pins, "3.11") != environment_key(pins, "3.12")
     assert environment_key(pins, "3.11") != environment_key({**pins, "tqdm": "4.66.0"}, "3.11")
     lock = tmp_path / "environment.lock"
-    lock.write_text("# another header\n" + "\n".join(f"{n}=={v}  # why" for n, v in shuffled.items()) + "\n")
+    lock.write_text(
+        "# another header\n" + "\n".join(f"{n}=={v}  # why" for n, v in shuffled.items()) + "\n"
+    )
     assert envs.read_lock(lock) == pins  # comments and order do not change the key
 
 
 # -- the cache -----------------------------------------------------------------------------------
+
 
 def _no_build(*args, **kwargs):
     raise AssertionError("a cached environment was built again")
@@ -152,8 +202,9 @@ def test_identical_locks_share_one_environment_never_rebuilt(tmp_path, monkeypat
     built_at = marker.stat().st_mtime
     monkeypatch.setattr(envs, "build_environment", _no_build)
     monkeypatch.setattr(envs, "_memo", {})
-    toy = load_assignment("toy", root=toy_with_environment(tmp_path / "proj",
-                                                           lock_edit=lambda t: "# a copy\n" + t))
+    toy = load_assignment(
+        "toy", root=toy_with_environment(tmp_path / "proj", lock_edit=lambda t: "# a copy\n" + t)
+    )
     assert ensure_environment(toy) == python  # same pins, same environment
     assert ensure_environment(toy) == python and marker.stat().st_mtime == built_at
     assert json.loads(marker.read_text())["key"] == toy.environment.key
@@ -162,7 +213,9 @@ def test_identical_locks_share_one_environment_never_rebuilt(tmp_path, monkeypat
 def test_parallel_callers_build_an_environment_once(tmp_path, monkeypatch):
     """Threads (and, through the same flock, processes) wait for the one build in progress."""
     monkeypatch.setenv(envs.CACHE_VAR, str(tmp_path / "cache"))
-    root = toy_with_environment(tmp_path / "proj", lock_edit=lambda t: t.replace("tqdm==", "tqdm==4.66.0\n# "))
+    root = toy_with_environment(
+        tmp_path / "proj", lock_edit=lambda t: t.replace("tqdm==", "tqdm==4.66.0\n# ")
+    )
     toy = load_assignment("toy", root=root)
     builds = []
 
@@ -174,7 +227,9 @@ def test_parallel_callers_build_an_environment_once(tmp_path, monkeypatch):
 
     monkeypatch.setattr(envs, "build_environment", slow_build)
     found = []
-    threads = [threading.Thread(target=lambda: found.append(ensure_environment(toy))) for _ in range(4)]
+    threads = [
+        threading.Thread(target=lambda: found.append(ensure_environment(toy))) for _ in range(4)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -183,7 +238,9 @@ def test_parallel_callers_build_an_environment_once(tmp_path, monkeypatch):
     assert found[0] == tmp_path / "cache" / toy.environment.key / "bin" / "python"
 
 
-def test_an_assignment_without_environment_and_the_developer_escape_hatch_use_this_python(toy, monkeypatch):
+def test_an_assignment_without_environment_and_the_developer_escape_hatch_use_this_python(
+    toy, monkeypatch
+):
     assert toy.environment is None and ensure_environment(toy) == Path(sys.executable)
     mila = load_assignment(SMALLEST)
     monkeypatch.setenv(envs.ENV_VAR, "current")
@@ -195,6 +252,7 @@ def test_an_assignment_without_environment_and_the_developer_escape_hatch_use_th
 
 # -- the test process ----------------------------------------------------------------------------
 
+
 def test_the_engine_reaches_the_environment_through_its_own_folder_only():
     mila = load_assignment(SMALLEST)
     folder = engine_dir()
@@ -204,10 +262,16 @@ def test_the_engine_reaches_the_environment_through_its_own_folder_only():
     probe = "import importlib.util as u; print(u.find_spec('grader'))"
     alone = subprocess.run([python, "-I", "-c", probe], capture_output=True, text=True, check=True)
     assert alone.stdout.strip() == "None"  # the environment does not hold lmgrade
-    script = rest[rest.index("-c") + 1].replace("import pytest; raise SystemExit(pytest.main())",
-                                                "import grader, numpy; print(grader.__file__, numpy.__version__)")
-    shown = subprocess.run([python, "-I", "-c", script, *rest[rest.index("-c") + 2:]],
-                           capture_output=True, text=True, check=True).stdout.split()
+    script = rest[rest.index("-c") + 1].replace(
+        "import pytest; raise SystemExit(pytest.main())",
+        "import grader, numpy; print(grader.__file__, numpy.__version__)",
+    )
+    shown = subprocess.run(
+        [python, "-I", "-c", script, *rest[rest.index("-c") + 2 :]],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     assert shown == [str(folder / "grader" / "__init__.py"), mila.environment.pins["numpy"]]
     readable = child_readable_paths(mila)
     assert folder in readable and Path(python).parent.parent in readable
@@ -222,17 +286,34 @@ def version_toy(shared_tmp) -> Path:
     (suite / "public").mkdir(parents=True)
     (root / "reference" / "versions").mkdir(parents=True)
     source = load_assignment(PANDAS_2).environment
-    (suite / "assignment.yaml").write_text(yaml.safe_dump({
-        "id": "versions", "title": "library versions", "modules": {"libs": ["libs.py"]},
-        "files_required": ["libs.py"], "timeout": 120,
-        "environment": {"python": source.python, "packages": list(source.packages)},
-        "questions": [{"number": "1", "name": "versions", "tests": {"public/test_libs.py::test_majors": 1}}]}))
+    (suite / "assignment.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "id": "versions",
+                "title": "library versions",
+                "modules": {"libs": ["libs.py"]},
+                "files_required": ["libs.py"],
+                "timeout": 120,
+                "environment": {"python": source.python, "packages": list(source.packages)},
+                "questions": [
+                    {
+                        "number": "1",
+                        "name": "versions",
+                        "tests": {"public/test_libs.py::test_majors": 1},
+                    }
+                ],
+            }
+        )
+    )
     shutil.copyfile(source.lock_path, suite / "environment.lock")
     (suite / "public" / "test_libs.py").write_text(
-        "def test_majors(sub, snapshot):\n    snapshot.check('majors', sub.libs.majors())\n")
+        "def test_majors(sub, snapshot):\n    snapshot.check('majors', sub.libs.majors())\n"
+    )
     (root / "reference" / "versions" / "libs.py").write_text(
         "import pandas\nimport transformers\n\n\ndef majors():\n"
-        "    return [int(pandas.__version__.split('.')[0]), int(transformers.__version__.split('.')[0])]\n")
+        "    return [int(pandas.__version__.split('.')[0]),\n"
+        "            int(transformers.__version__.split('.')[0])]\n"
+    )
     from grader.record import record
 
     record(load_assignment("versions", root=root))
@@ -267,14 +348,23 @@ def test_the_child_readable_paths_are_what_a_dropped_uid_needs(version_toy):
 
 
 def test_the_environment_command_prints_where_and_which_versions():
-    proc = subprocess.run([sys.executable, "-m", "grader", "env", SMALLEST], capture_output=True, text=True,
-                          check=False, timeout=120, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin",
-                                                         envs.CACHE_VAR: str(envs.cache_dir())})
+    proc = subprocess.run(
+        [sys.executable, "-m", "grader", "env", SMALLEST],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin", envs.CACHE_VAR: str(envs.cache_dir())},
+    )
     mila = load_assignment(SMALLEST)
     assert proc.returncode == 0, proc.stderr
     assert str(ensure_environment(mila)) in proc.stdout.replace("\n", "")
-    assert f"numpy {mila.environment.pins['numpy']}" in proc.stdout and "torch 2.13.0" in proc.stdout
-    proc = subprocess.run([sys.executable, "-m", "grader", "env"], capture_output=True, text=True, check=False)
+    assert (
+        f"numpy {mila.environment.pins['numpy']}" in proc.stdout and "torch 2.13.0" in proc.stdout
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "grader", "env"], capture_output=True, text=True, check=False
+    )
     assert proc.returncode == 2 and "name an assignment" in proc.stderr
 
 
