@@ -480,8 +480,9 @@ def build_environment(env: Environment, target: Path, progress: Progress | None 
     """Install exactly the lock into a new environment at ``target`` (built beside it, renamed)."""
     say = progress or _stderr_progress
     started = time.time()
+    for stale in target.parent.glob(f".build-{target.name[:16]}-*"):
+        shutil.rmtree(stale, ignore_errors=True)  # a build that was killed: callers hold the lock
     tmp = target.with_name(f".build-{target.name[:16]}-{os.getpid()}-{threading.get_ident()}")
-    shutil.rmtree(tmp, ignore_errors=True)
     try:
         say(
             f"{env.assignment_id}: building its course environment (once; Python {env.python}, "

@@ -239,8 +239,9 @@ def test_parallel_callers_build_an_environment_once(tmp_path, monkeypatch):
 
 
 def test_an_assignment_without_environment_and_the_developer_escape_hatch_use_this_python(
-    toy, monkeypatch
+    monkeypatch,
 ):
+    toy = load_assignment("toy", root=TOY)  # the engine's toy declares none
     assert toy.environment is None and ensure_environment(toy) == Path(sys.executable)
     mila = load_assignment(SMALLEST)
     monkeypatch.setenv(envs.ENV_VAR, "current")
