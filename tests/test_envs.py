@@ -94,6 +94,49 @@ def test_the_2025_course_environment_has_transformers_4_and_pandas_2():
     assert pins["pandas"].startswith("2.")
 
 
+SEMESTER_IDIOMS = """
+import warnings
+import pandas as pd
+from sklearn.model_selection import train_test_split
+from transformers import TrainingArguments
+
+df = pd.DataFrame({"review": [f"text {i}" for i in range(20)],
+                   "sentiment": ["positive", "negative"] * 10})
+x, y = df["review"].values, df["sentiment"].values
+x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.2, stratify=y, random_state=0)
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    args = TrainingArguments(output_dir=OUT, evaluation_strategy="epoch", overwrite_output_dir=True,
+                             logging_dir=OUT + "/logs", report_to="none")
+print(len(x_train), args.eval_strategy.value)
+"""
+
+
+def test_the_2025_notebooks_idioms_run_in_their_course_environment(tmp_path):
+    """What real Duke students wrote, which lmgrade's own venv rejects, runs in the course's."""
+    python = ensure_environment(load_assignment(PANDAS_2))
+    script = SEMESTER_IDIOMS.replace("OUT", repr(str(tmp_path)))
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run(
+        [str(python), "-I", "-c", script],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+        timeout=300,
+    )
+    assert out.returncode == 0 and out.stdout.split() == ["16", "epoch"], out.stderr[-2000:]
+    here = subprocess.run(
+        [sys.executable, "-I", "-c", script],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+        timeout=300,
+    )
+    assert here.returncode != 0  # pandas 3 / transformers 5: the failures the issue measured
+
+
 # -- declaring and locking ------------------------------------------------------------------------
 
 
