@@ -636,9 +636,12 @@ def _pip(venv: Path, args: list[str], say: Progress, what: str) -> None:
         cmd, capture_output=True, text=True, check=False, timeout=PIP_TIMEOUT, env=env
     )
     if out.returncode != 0:
-        lines = [ln for ln in (out.stderr + out.stdout).splitlines() if ln.strip()]
-        errors = [ln for ln in lines if "ERROR" in ln or "error" in ln] or lines
-        raise CourseEnvError(f"pip failed while {what}: " + " | ".join(errors[-6:])[-1500:])
+        lines = [ln.strip() for ln in (out.stderr + out.stdout).splitlines() if ln.strip()]
+        # pip's own verdicts, without the list of every version it knows
+        errors = [ln.split(" (from versions:", 1)[0] for ln in lines if ln.startswith("ERROR:")]
+        raise CourseEnvError(
+            f"pip failed while {what}: " + " | ".join((errors or lines)[-3:])[-1500:]
+        )
 
 
 def _install_torch(venv: Path, say: Progress) -> None:

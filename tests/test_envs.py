@@ -421,3 +421,19 @@ def test_an_environment_holds_exactly_its_lock():
     assert {n: v.split("+")[0] for n, v in installed.items()} == mila.environment.pins
     assert installed["torch"] == "2.13.0+cpu"
     assert not envs.current_interpreter_holds(mila.environment)  # lmgrade's own venv: numpy 2
+
+
+def test_a_pip_failure_is_reported_by_its_own_verdict(tmp_path, monkeypatch):
+    """What `lmgrade build-autograder` prints for a pin no index has (pip's words, shortened)."""
+    stderr = (
+        "Looking in links: /opt/wheels\n"
+        "ERROR: Could not find a version that satisfies the requirement tqdm==4.99.99 (from versions:"
+        " 4.66.0, 4.70.1)\nERROR: No matching distribution found for tqdm==4.99.99\n"
+    )
+    done = subprocess.CompletedProcess([], 1, stdout="", stderr=stderr)
+    monkeypatch.setattr(envs.subprocess, "run", lambda *a, **k: done)
+    with pytest.raises(CourseEnvError) as caught:
+        envs._pip(tmp_path, ["install", "-r", "environment.lock"], lambda m: None, "installing it")
+    message = str(caught.value)
+    assert message.endswith("No matching distribution found for tqdm==4.99.99")
+    assert "requirement tqdm==4.99.99" in message and "from versions" not in message
