@@ -63,9 +63,8 @@ CHILD_REQUIREMENTS = (
 LOCK_NAME = "environment.lock"
 ENV_VAR = "LMGRADE_ENV"  # "current": the test process runs in this interpreter
 CACHE_VAR = "LMGRADE_ENV_CACHE"  # where environments are built (default .lmgrade/envs)
-TORCH_INDEX_VAR = (
-    "LMGRADE_TORCH_INDEX"  # an index serving the CPU build of torch (default: pip's config)
-)
+# an index serving the CPU build of torch (default: pip's own configuration, as `make install`)
+TORCH_INDEX_VAR = "LMGRADE_TORCH_INDEX"
 MARKER = "lmgrade-environment.json"  # written last: an environment without it is unfinished
 BOOTSTRAP = (
     "import sys; sys.path.insert(0, sys.argv.pop(1)); import pytest; "
