@@ -16,10 +16,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# The CPU wheel first: torch==2.13.0 is what pyproject pins, so pip pulls no CUDA packages.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[course,dev]"
+	$(BIN)/pip install -q -e ".[tools,course,dev]"
 	touch $(STAMP)
 
+# Student code runs in its course's environment (grader/envs.py): one venv per
+# test_suites/*/environment.lock, built once into .lmgrade/envs ($$LMGRADE_ENV_CACHE), torch from
+# the same CPU wheel. Run every time: it only checks what is already built.
 install: $(STAMP)
+	$(BIN)/lmgrade env --all --quiet
 
 demo: install
 	$(BIN)/lmgrade demo -o demo-out
@@ -31,4 +35,4 @@ lint: install
 	$(BIN)/ruff check grader tools tests benchmarks
 
 clean:
-	rm -rf $(VENV) demo-out
+	rm -rf $(VENV) demo-out .lmgrade

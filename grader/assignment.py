@@ -9,10 +9,14 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from grader import project_root
+
+if TYPE_CHECKING:
+    from grader.envs import Environment
 
 VISIBILITIES = ("hidden", "after_due_date", "after_published", "visible")
 
@@ -64,7 +68,6 @@ class Assignment:
     modules: dict[str, tuple[str, ...]]
     files_required: tuple[str, ...]
     provided: tuple[str, ...]
-    requirements: tuple[str, ...]
     timeout: float
     visibility: str
     variants: tuple[str, ...]  # names of entries of reference/<id>/variants.yaml
@@ -76,6 +79,8 @@ class Assignment:
     # environment variables the test process gets, each a path under fixtures/<id>/
     # (`data_env: {NLTK_DATA: nltk_data}`: data real starters load with no network)
     data_env: dict[str, str] = field(default_factory=dict)
+    # the course environment (grader.envs); None: the tests run in lmgrade's own interpreter
+    environment: Environment | None = None
 
     # -- paths -------------------------------------------------------------------------
     @property
@@ -151,7 +156,9 @@ def list_assignments(root: Path | None = None) -> list[str]:
     return sorted(p.parent.name for p in suites.glob("*/assignment.yaml"))
 
 
-def load_assignment(assignment_id: str, root: Path | None = None) -> Assignment:
+def load_assignment(assignment_id: str, root: Path | None = None, *, check_lock: bool = True) -> Assignment:
+    """The rubric of ``assignment_id``; ``check_lock=False`` skips checking the environment's
+    lock against its declared ranges (for `lmgrade env lock`, which rewrites it)."""
     root = root or project_root()
     path = root / "test_suites" / assignment_id / "assignment.yaml"
     if not path.is_file():
@@ -161,10 +168,10 @@ def load_assignment(assignment_id: str, root: Path | None = None) -> Assignment:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as err:
         raise RubricError(f"{path}: not valid YAML: {err}") from err
-    return _parse(data, path, root)
+    return _parse(data, path, root, check_lock=check_lock)
 
 
-def _parse(data: dict, path: Path, root: Path) -> Assignment:
+def _parse(data: dict, path: Path, root: Path, check_lock: bool = True) -> Assignment:
     def need(key: str, kind: type):
         if key not in data:
             raise RubricError(f"{path}: missing required field {key!r}")
@@ -200,6 +207,18 @@ def _parse(data: dict, path: Path, root: Path) -> Assignment:
     if not isinstance(variants, list) or not all(isinstance(v, str) for v in variants):
         raise RubricError(f"{path}: 'variants' must list names of entries of "
                           f"reference/{assignment_id}/variants.yaml (got {variants!r})")
+    if "requirements" in data:
+        raise RubricError(f"{path}: 'requirements' was replaced by 'environment' (python and packages with the "
+                          "semester's version ranges; docs/engine.md)")
+    environment = None
+    if data.get("environment") is not None:
+        from grader.envs import parse_environment
+
+        try:
+            environment = parse_environment(data["environment"], assignment_id, path.parent, str(path),
+                                            check_lock=check_lock)
+        except (ValueError, TypeError) as err:
+            raise RubricError(str(err)) from None
     return Assignment(
         id=assignment_id,
         title=str(data.get("title", assignment_id)),
@@ -207,7 +226,6 @@ def _parse(data: dict, path: Path, root: Path) -> Assignment:
         modules=modules,
         files_required=tuple(data.get("files_required", []) or []),
         provided=tuple(data.get("provided", []) or []),
-        requirements=tuple(data.get("requirements", []) or []),
         timeout=float(data.get("timeout", 60)),
         visibility=visibility,
         variants=tuple(variants),
@@ -217,6 +235,7 @@ def _parse(data: dict, path: Path, root: Path) -> Assignment:
         child_judged=_child_judged(data, questions, path),
         min_mutants=int(data.get("min_mutants", 12)),
         data_env=_parse_data_env(data.get("data_env"), path),
+        environment=environment,
     )
 
 
@@ -304,7 +323,7 @@ def assignment_from_child_view(view: dict) -> Assignment:
         id=view["id"], title=view["title"], root=Path(view["root"]),
         modules={k: tuple(v) for k, v in view["modules"].items()},
         files_required=tuple(view["files_required"]), provided=tuple(view["provided"]),
-        requirements=(), timeout=float(view["timeout"]), visibility="hidden", variants=(),
+        timeout=float(view["timeout"]), visibility="hidden", variants=(),
         questions=(), rules=tuple(Rule(name=r["name"], message=r["message"], forbid=tuple(r["forbid"]),
                                        tests=tuple(r["tests"])) for r in view["rules"]),
         notebooks=dict(view.get("notebooks", {})),

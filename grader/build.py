@@ -2,11 +2,13 @@
 
 The **autograder zip** is what Gradescope unpacks into ``/autograder/source``: ``setup.sh`` and
 ``run_autograder`` at its root (rendered from ``grader/templates/``), the engine's source, the
-suite with its rubric, the assignment's fixtures with the hidden snapshots, the student
-template (for provided files), and the pinned requirements. The **handout zip** is what students
+suite with its rubric and the course environment's lock, the assignment's fixtures with the
+hidden snapshots, the student template (for provided files), and ``lmgrade-requirements.lock``
+(what the grading process needs beyond the course environment). ``setup.sh`` installs exactly
+the course's lock, then those, then lmgrade, into one venv. The **handout zip** is what students
 download: the template's files at the root, the public tests, the public snapshots, the engine
-vendored in ``grader/`` and a ``conftest.py`` + ``pytest.ini`` that make a bare ``pytest`` test
-the folder itself.
+vendored in ``grader/``, the course environment's lock as its requirements, and a
+``conftest.py`` + ``pytest.ini`` that make a bare ``pytest`` test the folder itself.
 
 Neither ever holds the reference solution, a mutant or another assignment: both are staged in
 a temporary folder from an explicit list, and before a zip is written every staged file is
@@ -22,6 +24,7 @@ import shutil
 import sys
 import tempfile
 import zipfile
+from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
 
@@ -29,18 +32,24 @@ import yaml
 
 from grader import __version__
 from grader.assignment import Assignment, load_assignment
+from grader.envs import (
+    TORCH_REQUIREMENT,
+    CourseEnvError,
+    Environment,
+    ensure_environment,
+    lock_problems,
+    read_lock,
+)
 
-TORCH_VERSION = "2.13.0"
+TORCH_VERSION = TORCH_REQUIREMENT.split("==", 1)[1]
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 VENV = "/opt/lmgrade/venv"
 GRADESCOPE_TIME_LIMIT = 600  # seconds, Gradescope's default per-submission limit
 TIME_MARGIN = 45  # seconds kept for start-up, finalising results.json and upload
 ENGINE_FILES = ("pyproject.toml", "README.md")  # README.md: pyproject names it as the readme
-# What the public tests need from the engine when a student runs pytest (no TA tooling).
-STUDENT_ENGINE_REQUIREMENTS = ("torch", "numpy", "pytest", "safetensors", "pyyaml")
+PARENT_LOCK = "lmgrade-requirements.lock"  # the grading process's needs beyond the course environment
 SKIPPED_NAMES = {"__pycache__", ".pytest_cache", ".ipynb_checkpoints", ".DS_Store", ".ruff_cache"}
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed timestamps: the same sources give the same zip
-PYTHON_MINORS = range(8, 20)
 
 
 class BuildError(RuntimeError):
@@ -53,9 +62,10 @@ def build_autograder(assignment: Assignment, out: Path, *, time_limit: int = GRA
                      stale_template_ok: bool = False) -> Path:
     """Write Gradescope's autograder zip for ``assignment`` to ``out``."""
     check_sources(assignment, stale_template_ok=stale_template_ok)
+    env = course_environment(assignment, installable=True)
     with tempfile.TemporaryDirectory(prefix="lmgrade-build-") as tmp:
         root = Path(tmp) / "autograder"
-        stage_autograder(assignment, root, time_limit=time_limit)
+        stage_autograder(assignment, root, time_limit=time_limit, env=env)
         assert_no_reference(assignment, root)
         return write_zip(root, out)
 
@@ -63,9 +73,10 @@ def build_autograder(assignment: Assignment, out: Path, *, time_limit: int = GRA
 def build_handout(assignment: Assignment, out: Path, *, stale_template_ok: bool = False) -> Path:
     """Write the students' handout zip for ``assignment`` to ``out``."""
     check_sources(assignment, stale_template_ok=stale_template_ok)
+    env = course_environment(assignment)
     with tempfile.TemporaryDirectory(prefix="lmgrade-handout-") as tmp:
         root = Path(tmp) / "handout"
-        stage_handout(assignment, root)
+        stage_handout(assignment, root, env=env)
         assert_no_reference(assignment, root)
         assert_no_hidden(assignment, root)
         return write_zip(root, out)
@@ -97,6 +108,33 @@ def check_sources(assignment: Assignment, *, stale_template_ok: bool = False) ->
         if not path.is_file() or _sha256(path.read_bytes()) != digest:
             raise BuildError(f"snapshot {rel} of {assignment.id} is missing or does not match the manifest: "
                              f"run `lmgrade record {assignment.id}`")
+
+
+def course_environment(assignment: Assignment, *, installable: bool = False) -> Environment:
+    """The assignment's course environment, its lock read again and checked against the
+    declared ranges; with ``installable``, also built from the lock (or found built), which
+    proves that every pinned version installs. Problems are reported here, not at grading."""
+    env = assignment.environment
+    rel = f"test_suites/{assignment.id}"
+    if env is None:
+        raise BuildError(f"{assignment.id} declares no course environment: add `environment:` (python, packages) "
+                         f"to {rel}/assignment.yaml and run `lmgrade env lock {assignment.id}` (docs/engine.md)")
+    if not env.lock_path.is_file():
+        raise BuildError(f"{assignment.id} has no {rel}/{env.lock_path.name}: run `lmgrade env lock {assignment.id}`")
+    try:
+        env = replace(env, pins=read_lock(env.lock_path))  # as it is now, not as it was loaded
+    except ValueError as err:
+        raise BuildError(f"{err}: run `lmgrade env lock {assignment.id}`") from None
+    problems = lock_problems(env)
+    if problems:
+        raise BuildError(f"{rel}/{env.lock_path.name}: {problems[0]}: run `lmgrade env lock {assignment.id}`")
+    if installable:
+        try:
+            ensure_environment(replace(assignment, environment=env))
+        except CourseEnvError as err:
+            raise BuildError(f"the course environment of {assignment.id} does not install from "
+                             f"{rel}/{env.lock_path.name}: {err}") from None
+    return env
 
 
 def reference_only_hashes(assignment: Assignment) -> dict[str, str]:
@@ -134,8 +172,10 @@ def assert_no_hidden(assignment: Assignment, root: Path) -> None:
 
 # -- the autograder -------------------------------------------------------------------------------
 
-def stage_autograder(assignment: Assignment, root: Path, *, time_limit: int = GRADESCOPE_TIME_LIMIT) -> None:
+def stage_autograder(assignment: Assignment, root: Path, *, time_limit: int = GRADESCOPE_TIME_LIMIT,
+                     env: Environment | None = None) -> None:
     """Lay out what Gradescope will find in /autograder/source."""
+    env = env or course_environment(assignment)
     project = assignment.root
     engine = Path(__file__).resolve().parent
     copy_tree(engine, root / "grader")
@@ -145,17 +185,13 @@ def stage_autograder(assignment: Assignment, root: Path, *, time_limit: int = GR
             shutil.copyfile(source, root / name)
     for rel in (f"test_suites/{assignment.id}", f"fixtures/{assignment.id}", f"student_template/{assignment.id}"):
         copy_tree(project / rel, root / rel)
-    lock, unpinned = autograder_requirements(assignment)
-    (root / "requirements.lock").write_text(lock, encoding="utf-8")
-    (root / "requirements-course.txt").write_text(
-        "# course requirements not installed where this zip was built (installed unpinned)\n"
-        + "".join(f"{name}\n" for name in unpinned), encoding="utf-8")
-    context = autograder_context(assignment, bool(unpinned), time_limit)
+    (root / PARENT_LOCK).write_text(parent_requirements(assignment, env), encoding="utf-8")
+    context = autograder_context(assignment, env, time_limit)
     write_script(root / "setup.sh", render("setup.sh.j2", **context))
     write_script(root / "run_autograder", render("run_autograder.j2", **context))
 
 
-def autograder_context(assignment: Assignment, course_unpinned: bool, time_limit: int) -> dict:
+def autograder_context(assignment: Assignment, env: Environment, time_limit: int) -> dict:
     from grader.results import validate
 
     fallback = {
@@ -168,8 +204,9 @@ def autograder_context(assignment: Assignment, course_unpinned: bool, time_limit
     finalize = (Path(__file__).parent / "templates" / "finalize_results.py").read_text(encoding="utf-8")
     return {
         "assignment_id": assignment.id, "title": assignment.title, "venv": VENV,
-        "python_version": f"{sys.version_info.major}.{sys.version_info.minor}",
-        "torch_version": TORCH_VERSION, "torch_index": TORCH_CPU_INDEX, "course_unpinned": course_unpinned,
+        "python_version": env.python, "course_lock": f"test_suites/{assignment.id}/{env.lock_path.name}",
+        "parent_lock": PARENT_LOCK, "n_pins": len(env.pins or {}),
+        "torch_version": TORCH_VERSION, "torch_index": TORCH_CPU_INDEX,
         **time_plan(time_limit),
         "static_fallback": json.dumps(fallback), "finalize_py": finalize.rstrip("\n"),
     }
@@ -184,23 +221,50 @@ def time_plan(time_limit: int) -> dict:
             "kill_grace": margin // 3}
 
 
-def autograder_requirements(assignment: Assignment) -> tuple[str, list[str]]:
-    """(requirements.lock text, course requirements not installed here).
+def parent_requirements(assignment: Assignment, env: Environment) -> str:
+    """``lmgrade-requirements.lock``: what the grading process and lmgrade's build need beyond
+    the course environment, pinned at the versions installed here.
 
-    The lock pins, at the versions installed in this environment, lmgrade's dependencies, the
-    course requirements that are installed here, and everything those depend on (markers
-    evaluated for this Python, which is why setup.sh installs this same Python version).
-    """
-    roots = engine_requirements() + list(assignment.requirements)
-    installed = [r for r in roots if _installed_version(_req_name(r))]
-    unpinned = sorted({_req_name(r) for r in roots if not _installed_version(_req_name(r))})
-    # the build backend too: setup.sh installs lmgrade with --no-build-isolation from the lock
-    build_backend = [r for r in build_requirements() if _installed_version(_req_name(r))]
-    pins = pinned_closure(installed + build_backend)
-    header = (f"# lmgrade {__version__} for {assignment.id}: generated by `lmgrade build-autograder` from the\n"
-              f"# versions installed where it was built (Python {sys.version_info.major}.{sys.version_info.minor}, "
-              f"{sys.platform}). torch comes from {TORCH_CPU_INDEX}.\n")
-    return header + "".join(f"{name}=={version}\n" for name, version in pins.items()), unpinned
+    setup.sh installs these beside the course's lock in one venv, so each requirement of
+    lmgrade (and of what it pulls in) on a distribution the course pins must accept the
+    course's version: if not, the zip is not built."""
+    pins = parent_pins(env.pins or {}, assignment.id)
+    header = (f"# lmgrade {__version__} for {assignment.id}: what grading needs beyond the course environment\n"
+              f"# ({env.lock_path.name}), pinned at the versions installed where `lmgrade build-autograder` ran\n"
+              f"# (Python {sys.version_info.major}.{sys.version_info.minor}, {sys.platform}).\n")
+    return header + "".join(f"{name}=={version}\n" for name, version in pins.items())
+
+
+def parent_pins(course: dict[str, str], assignment_id: str = "the course") -> dict[str, str]:
+    """{distribution: version here} for lmgrade's dependencies and build backend and all they
+    require, except what the course pins (after checking the course's version is accepted)."""
+    from packaging.requirements import Requirement
+
+    pins: dict[str, str] = {}
+    todo = [(r, "", "lmgrade") for r in engine_requirements() + build_requirements()]
+    while todo:
+        text, extra, needed_by = todo.pop()
+        req = Requirement(text)
+        if req.marker is not None and not req.marker.evaluate({"extra": extra}):
+            continue
+        name = _canonical(req.name)
+        if name == "lmgrade":
+            continue
+        if name in course:
+            if not req.specifier.contains(course[name].split("+", 1)[0], prereleases=True):
+                raise BuildError(f"{assignment_id}'s course environment pins {name}=={course[name]}, but lmgrade's "
+                                 f"grading process ({needed_by}) needs {text}; they share one venv on Gradescope: "
+                                 f"change the course's range or lmgrade's requirement")
+            continue  # the course's version it is; its own requirements are in the course lock
+        version = _installed_version(name)
+        if version is None:
+            raise BuildError(f"{name} ({text}, needed by {needed_by}) is not installed here, so its version cannot "
+                             "be pinned: run `make install`")
+        if name not in pins:
+            pins[name] = version.split("+", 1)[0]
+            todo += [(r, "", name) for r in metadata.requires(name) or []]
+        todo += [(r, e, name) for e in req.extras for r in metadata.requires(name) or []]
+    return dict(sorted(pins.items()))
 
 
 def engine_requirements() -> list[str]:
@@ -225,28 +289,6 @@ def _pyproject() -> dict:
     return tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text(encoding="utf-8"))
 
 
-def pinned_closure(requirements: list[str]) -> dict[str, str]:
-    """{distribution: installed version} for ``requirements`` and all they require, sorted by name."""
-    from packaging.requirements import Requirement
-
-    pins: dict[str, str] = {}
-    todo = [(r, "") for r in requirements]  # (requirement, the extra it was pulled in for)
-    while todo:
-        text, extra = todo.pop()
-        req = Requirement(text)
-        if req.marker is not None and not req.marker.evaluate({"extra": extra}):
-            continue
-        name = _canonical(req.name)
-        version = _installed_version(name)
-        if version is None or name == "lmgrade":
-            continue
-        if name not in pins:
-            pins[name] = version.split("+", 1)[0]  # 2.13.0+cpu -> 2.13.0 (the local label is the index's)
-            todo += [(r, "") for r in metadata.requires(name) or []]
-        todo += [(r, e) for e in req.extras for r in metadata.requires(name) or []]
-    return dict(sorted(pins.items()))
-
-
 # -- the handout ----------------------------------------------------------------------------------
 
 def handout_suite_path(assignment: Assignment) -> str:
@@ -266,7 +308,7 @@ def handout_names(assignment: Assignment) -> dict[str, str]:
             "requirements": "requirements.txt" if "requirements.txt" not in taken else "requirements-tests.txt"}
 
 
-def stage_handout(assignment: Assignment, root: Path) -> None:
+def stage_handout(assignment: Assignment, root: Path, *, env: Environment | None = None) -> None:
     clash = [name for name in HANDOUT_OWN if (assignment.template_dir / name).exists()]
     if clash:
         raise BuildError(f"the template of {assignment.id} has {', '.join(clash)}, which the handout needs for "
@@ -282,9 +324,10 @@ def stage_handout(assignment: Assignment, root: Path) -> None:
     (suite / "assignment.yaml").write_text(public_rubric_text(assignment), encoding="utf-8")
     stage_public_fixtures(assignment, root / "fixtures" / assignment.id)
     names = handout_names(assignment)
-    requirements = student_requirements(assignment, root, names["requirements"])
+    env = env or course_environment(assignment)
+    requirements = student_requirements(assignment, env, names["requirements"])
     (root / names["requirements"]).write_text(requirements, encoding="utf-8")
-    context = handout_context(assignment, requirements, names)
+    context = handout_context(assignment, names, env)
     (root / "pytest.ini").write_text(render("handout_pytest.ini.j2", **context), encoding="utf-8")
     (root / names["readme"]).write_text(render("handout_README.md.j2", **context), encoding="utf-8")
     (root / "conftest.py").write_text("", encoding="utf-8")  # so that it is among the handout's own files below
@@ -355,24 +398,17 @@ def stage_public_fixtures(assignment: Assignment, dest: Path) -> None:
     write_manifest(dest / "snapshots", assignment.id, variants)
 
 
-def student_requirements(assignment: Assignment, root: Path, file_name: str = "requirements.txt") -> str:
-    """Top-level pins only: students install on many platforms, so let pip pick the rest."""
-    names = list(STUDENT_ENGINE_REQUIREMENTS)
-    if any("gradescope_utils" in p.read_text(encoding="utf-8", errors="replace")
-           for p in (root / handout_suite_path(assignment)).rglob("*.py")):
-        names.append("gradescope-utils")
-    if assignment.notebooks or any(n.endswith(".ipynb") for names_ in assignment.modules.values() for n in names_):
-        names += ["nbformat", "jupytext"]
-    names += [_req_name(r) for r in assignment.requirements]
-    lines = [f"# {assignment.id}: what the public tests need (generated by `lmgrade build-handout`).",
+def student_requirements(assignment: Assignment, env: Environment, file_name: str = "requirements.txt") -> str:
+    """The course environment's lock: students run what the course ran (and what Gradescope
+    grades with). It holds what the vendored engine needs too (``CHILD_REQUIREMENTS``)."""
+    lines = [f"# {assignment.id}: the course environment (Python {env.python}), every package pinned. Generated by",
+             f"# `lmgrade build-handout` from test_suites/{assignment.id}/{env.lock_path.name}; Gradescope grades with it.",
              f"# Install torch first from {TORCH_CPU_INDEX} (see the README), then `pip install -r {file_name}`."]
-    for name in dict.fromkeys(_canonical(n) for n in names):
-        version = TORCH_VERSION if name == "torch" else _installed_version(name)
-        lines.append(f"{name}=={version.split('+', 1)[0]}" if version else name)
+    lines += [f"{name}=={version}" for name, version in sorted((env.pins or {}).items())]
     return "\n".join(lines) + "\n"
 
 
-def handout_context(assignment: Assignment, requirements: str, names: dict[str, str] | None = None) -> dict:
+def handout_context(assignment: Assignment, names: dict[str, str], env: Environment) -> dict:
     from grader.assignment import is_public
     from grader.checksuite import collected_tests
 
@@ -387,7 +423,6 @@ def handout_context(assignment: Assignment, requirements: str, names: dict[str, 
     module_files = [names[0] for names in shown.values()]
     collected, _ = collected_tests(assignment)
     n_public = sum(1 for t in collected if is_public(t)) or len(public)
-    pinned = dict(line.split("==", 1) for line in requirements.splitlines() if "==" in line and not line.startswith("#"))
     manifest = assignment.snapshots_dir / "manifest.json"
     public_values = "public/" in manifest.read_text(encoding="utf-8") if manifest.is_file() else False
     return {
@@ -405,28 +440,10 @@ def handout_context(assignment: Assignment, requirements: str, names: dict[str, 
         "n_public": n_public, "n_hidden": len(hidden), "public_values": public_values,
         "public_points": f"{sum(t.points for t in public):g}", "hidden_points": f"{sum(t.points for t in hidden):g}",
         "total_points": f"{assignment.total_points:g}", "torch_version": TORCH_VERSION,
-        "torch_index": TORCH_CPU_INDEX, "python_version": minimum_python(pinned),
+        "torch_index": TORCH_CPU_INDEX, "python_version": env.python,
         "requirements_file": (names or {}).get("requirements", "requirements.txt"),
         "readme_file": (names or {}).get("readme", "README.md"), "own_files": [],
     }
-
-
-def minimum_python(pins: dict[str, str]) -> str:
-    """The oldest Python 3.x every pinned distribution (as installed here) declares support for."""
-    from packaging.specifiers import SpecifierSet
-
-    specs = []
-    for name in pins:
-        try:
-            requires = metadata.metadata(name).get("Requires-Python")
-        except metadata.PackageNotFoundError:
-            continue
-        if requires:
-            specs.append(SpecifierSet(requires))
-    for minor in PYTHON_MINORS:
-        if all(spec.contains(f"3.{minor}.0") or spec.contains(f"3.{minor}.99") for spec in specs):
-            return f"3.{minor}"
-    return f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
 # -- files and zips -------------------------------------------------------------------------------

@@ -29,11 +29,16 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from grader.envs import CourseEnvError
+
     try:
         return int(args.func(args) or 0)
     except RubricError as err:  # one line, however long: the message names the file and the field
         err_console.print(f"[red]error:[/red] {escape(str(err))}", soft_wrap=True)
         return 2
+    except CourseEnvError as err:  # a course environment that cannot be built: what to run or fix
+        err_console.print(f"[red]error:[/red] {escape(str(err))}", soft_wrap=True)
+        return 1
     except KeyboardInterrupt:
         err_console.print("interrupted")
         return 130
@@ -123,7 +128,7 @@ def _add_optional_parsers(sub) -> None:
     ``add_parsers(subparsers)`` adds its commands (with ``func`` defaults)."""
     import importlib
 
-    for name in ("grader.build", "grader.batch", "tools.checkpoints.cli"):
+    for name in ("grader.build", "grader.batch", "grader.envs", "tools.checkpoints.cli"):
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as err:

@@ -22,7 +22,6 @@ import os
 import selectors
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -31,6 +30,7 @@ from pathlib import Path
 
 from grader.assignment import Assignment, child_view
 from grader.childargs import child_args
+from grader.envs import child_python_prefix, child_readable_paths, ensure_environment
 from grader.oracle import MAX_LINE, OracleServer, new_token
 from grader.report import GradeReport, score
 from grader.sandbox import (
@@ -246,7 +246,7 @@ class SuiteRun:
             give(self.staged.path, box.uid)
             give(home, box.uid)
             needed = [self.assignment.suite_dir, self.staged.path] + \
-                [p for p in (self.assignment.fixtures_dir,) if p.is_dir()]
+                [p for p in (self.assignment.fixtures_dir,) if p.is_dir()] + child_readable_paths(self.assignment)
             lock_down([self.assignment.root], box.uid, needed=needed, python=self.child_python())
             self.private_tmp = private_tmp_targets(box, [*needed, self.workdir, _prefix(self.child_python())])
             if "/tmp" not in self.private_tmp:
@@ -258,7 +258,8 @@ class SuiteRun:
         return child_args(config=config)
 
     def child_python(self) -> str:
-        return sys.executable
+        """The Python of the assignment's course environment (built once, grader.envs)."""
+        return str(ensure_environment(self.assignment))
 
     def run(self) -> tuple[dict[str, dict], str]:
         if self.opts.secure:
@@ -326,7 +327,7 @@ class _Child:
 
     def __init__(self, run: SuiteRun, box: Sandbox, args: list[str], extra: list[str]):
         self.r, self.box = run, box
-        self.python_prefix = [run.child_python(), "-I", "-m", "pytest"]
+        self.python_prefix = child_python_prefix(run.assignment)  # pytest in the course environment
         self.args = child_pytest_args(run.assignment, run.staged.path, run.per_test, args, run.opts.pytest_args, extra=extra)
         self.rc: int | None = None
         self.timed_out = False
@@ -368,11 +369,11 @@ class _Child:
 
     def _spawn_warm(self, env: dict, ev_w: int, rp_r: int, out_w: int):
         """A test process forked from the warm server, or None (then it is started cold)."""
-        from grader.warm import WarmUnavailable, server_for
+        from grader.warm import WarmUnavailable, server_for, warm_preload
 
         spec = {"uid": self.box.uid, "limits": self.box.limits, "private_tmp": list(self.r.private_tmp)}
         try:
-            server = server_for([self.r.child_python(), "-I"], tuple(self.r.assignment.requirements),
+            server = server_for([self.r.child_python(), "-I"], warm_preload(self.r.assignment),
                                 child_env(home=None))
             devnull = os.open(os.devnull, os.O_RDONLY)
             try:
@@ -541,9 +542,10 @@ def _clean_result(msg: dict) -> dict:
 
 
 def pytest_command(assignment: Assignment, staged_path: Path, per_test: float, targets: list[str],
-                   extra_args=(), *, extra=(), python: str | None = None, **flags) -> list[str]:
-    """The test process's command line; ``flags`` are plugin options (``grader.childargs``)."""
-    return [python or sys.executable, "-I", "-m", "pytest",
+                   extra_args=(), *, extra=(), **flags) -> list[str]:
+    """The test process's command line, in the course environment; ``flags`` are plugin options
+    (``grader.childargs``)."""
+    return [*child_python_prefix(assignment),
             *child_pytest_args(assignment, staged_path, per_test, targets, extra_args, extra=extra, **flags)]
 
 

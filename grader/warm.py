@@ -258,8 +258,10 @@ class WarmServer:
 
         self.log = tempfile.TemporaryFile()  # the server's own errors, for the note that says why
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        cmd = [*self.python, "-c", "import sys; from grader.warm import main; main()", str(theirs.fileno()),
-               ",".join(self.preload)]
+        from grader.envs import engine_dir
+
+        code = "import sys; sys.path.insert(0, sys.argv.pop(1)); from grader.warm import main; main()"
+        cmd = [*self.python, "-c", code, str(engine_dir()), str(theirs.fileno()), ",".join(self.preload)]
         self.proc = subprocess.Popen(cmd, pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=self.log, start_new_session=True)
         theirs.close()
@@ -335,6 +337,21 @@ class WarmServer:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+
+
+# what an assignment's tests import beyond torch and pytest, by distribution name -> module
+PRELOADABLE = {"transformers": "transformers", "peft": "peft", "datasets": "datasets", "pandas": "pandas",
+               "scikit-learn": "sklearn", "nltk": "nltk", "tiktoken": "tiktoken", "einops": "einops"}
+
+
+def warm_preload(assignment) -> tuple[str, ...]:
+    """The heavy modules worth importing once for ``assignment``: those of its course
+    environment (or, without one, of lmgrade's own interpreter) among ``PRELOADABLE``."""
+    from grader.envs import canonical
+
+    env = getattr(assignment, "environment", None)
+    wanted = {canonical(name) for name in ((env.pins or {}) if env is not None else {})}
+    return tuple(module for dist, module in PRELOADABLE.items() if canonical(dist) in wanted)
 
 
 _SERVERS: dict[tuple, WarmServer] = {}

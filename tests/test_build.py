@@ -27,6 +27,7 @@ import yaml
 
 from grader.assignment import RubricError, list_assignments, load_assignment
 from grader.build import (
+    PARENT_LOCK,
     BuildError,
     build_autograder,
     build_handout,
@@ -34,6 +35,7 @@ from grader.build import (
     public_rubric,
     reference_only_hashes,
 )
+from grader.envs import CourseEnvError, cache_dir, read_lock
 from grader.mutants import edited_files, list_mutants
 from grader.results import validate
 
@@ -93,9 +95,11 @@ def unzip(archive: Path, dest: Path) -> Path:
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    """This environment without what pytest, xdist or lmgrade set in it."""
+    """This environment without what pytest, xdist or lmgrade set in it (but with the course
+    environments' cache, which `make install` filled)."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("PYTEST", "LMGRADE_", "PYTHONPATH", "COV_CORE"))}
+    env["LMGRADE_ENV_CACHE"] = str(cache_dir())
     env["OMP_NUM_THREADS"] = "1"  # 2 shared cores: torch's thread pool would only fight
     env.update(extra)
     return env
@@ -132,7 +136,8 @@ def test_autograder_zip_layout(e2e_autograder_zip):
     with zipfile.ZipFile(e2e_autograder_zip) as zf:
         names = set(zf.namelist())
         modes = {i.filename: i.external_attr >> 16 for i in zf.infolist()}
-    assert {"setup.sh", "run_autograder", "pyproject.toml", "README.md", "requirements.lock", "grader/runner.py",
+    assert {"setup.sh", "run_autograder", "pyproject.toml", "README.md", PARENT_LOCK, "grader/runner.py",
+            f"test_suites/{E2E}/environment.lock",
             "grader/templates/run_autograder.j2", f"test_suites/{E2E}/assignment.yaml",
             f"test_suites/{E2E}/hidden/test_lstm.py", f"student_template/{E2E}/lstm_solution.py",
             f"student_template/{E2E}/run_exp.py"} <= names
@@ -142,17 +147,26 @@ def test_autograder_zip_layout(e2e_autograder_zip):
     assert modes["run_autograder"] & 0o111 and modes["setup.sh"] & 0o111
 
 
-def test_setup_script_installs_cpu_torch_and_pins(e2e_autograder_zip, tmp_path):
+def test_setup_script_installs_cpu_torch_then_exactly_the_locks(e2e, e2e_autograder_zip, tmp_path):
     root = unzip(e2e_autograder_zip, tmp_path)
     setup = (root / "setup.sh").read_text()
+    course_lock = f"test_suites/{E2E}/environment.lock"
     assert "--no-deps --index-url https://download.pytorch.org/whl/cpu" in setup and '"torch==2.13.0"' in setup
-    assert setup.index("whl/cpu \"torch") < setup.index("-r \"$SOURCE/requirements.lock\"")  # torch first: never the CUDA build
+    install = f'--no-deps -r "$SOURCE/{course_lock}" -r "$SOURCE/{PARENT_LOCK}"'
+    assert setup.index('whl/cpu "torch') < setup.index(install)  # torch first: never the CUDA build
+    assert setup.index(install) < setup.index('--no-deps --no-build-isolation "$SOURCE"') < setup.index("pip check")
+    assert "current_interpreter_holds" in setup  # the venv is checked to hold every course pin
     assert "adduser --disabled-password" in setup and "student" in setup
-    assert f"python{sys.version_info.major}.{sys.version_info.minor}" in setup  # the Python the lock was made on
-    lock = (root / "requirements.lock").read_text().splitlines()
-    pins = dict(line.split("==") for line in lock if line and not line.startswith("#"))
-    assert pins["torch"] == "2.13.0" and {"numpy", "pytest", "safetensors", "jsonschema", "setuptools"} <= pins.keys()
-    assert "lmgrade" not in pins and all(re.fullmatch(r"[0-9][0-9A-Za-z.!]*", v) for v in pins.values())
+    assert f'PY="python{e2e.environment.python}"' in setup  # the course environment's Python
+    # The zip's course lock is the checkout's; the grading process's extra needs do not overlap it.
+    course = read_lock(root / course_lock)
+    assert course == e2e.environment.pins and course["torch"] == "2.13.0"
+    parent = read_lock(root / PARENT_LOCK)
+    assert parent and not set(parent) & set(course), set(parent) & set(course)
+    both = {**course, **parent}
+    assert {"numpy", "pytest", "safetensors", "pyyaml", "jsonschema", "rich", "setuptools"} <= both.keys()
+    assert "lmgrade" not in both and all(re.fullmatch(r"[0-9][0-9A-Za-z.!]*", v) for v in both.values())
+    assert course["numpy"].startswith("1.")  # the course's numpy (<2), not this venv's
     run = (root / "run_autograder").read_text()
     assert 'BUDGET="${LMGRADE_TIME_BUDGET:-555}"' in run and '--time-budget "$BUDGET"' in run  # 600 s - 45 s
     assert f'-I -m grader grade "{E2E}"' in run  # isolated mode: nothing from the submission's folder on sys.path
@@ -217,6 +231,55 @@ def test_build_refuses_a_stale_template_or_snapshot(tmp_path):
     snapshot.write_bytes(snapshot.read_bytes()[:-1])
     with pytest.raises(BuildError, match=f"does not match the manifest.*lmgrade record {E2E}"):
         build_handout(mila, tmp_path / "h.zip", stale_template_ok=True)
+
+
+def test_build_refuses_a_lock_that_is_missing_or_breaks_the_declared_ranges(tmp_path):
+    proj = project_copy(E2E, tmp_path / "proj")
+    mila = load_assignment(E2E, root=proj)
+    lock = mila.environment.lock_path
+    text = lock.read_text()
+    assert "numpy==1.26.4" in text and "numpy>=1.19,<2" in mila.environment.packages
+    lock.write_text(text.replace("numpy==1.26.4", "numpy==2.0.2"))  # edited after the rubric was loaded
+    for build in (build_autograder, build_handout):
+        with pytest.raises(BuildError, match=rf"numpy 2\.0\.2 does not satisfy numpy>=1\.19,<2 .*lmgrade env lock {E2E}"):
+            build(mila, tmp_path / "a.zip")
+    with pytest.raises(RubricError, match=r"environment.lock: numpy 2\.0\.2 does not satisfy numpy>=1\.19,<2"):
+        load_assignment(E2E, root=proj)  # and loading says so at once
+    lock.write_text(text.replace("tqdm==", "# tqdm=="))
+    with pytest.raises(RubricError, match=r"tqdm \(tqdm>=4\.49,<5\) is not in the lock"):
+        load_assignment(E2E, root=proj)
+    lock.unlink()
+    for build in (build_autograder, build_handout):
+        with pytest.raises(BuildError, match=rf"no test_suites/{E2E}/environment.lock: run `lmgrade env lock {E2E}`"):
+            build(mila, tmp_path / "a.zip")
+    assert not (tmp_path / "a.zip").exists()
+    proc = _lmgrade("build-autograder", E2E, "-o", str(tmp_path / "a.zip"), cwd=tmp_path,
+                    env={"LMGRADE_HOME": str(proj)})
+    assert proc.returncode == 1 and "environment.lock: run `lmgrade env lock" in proc.stderr, proc.stderr
+
+
+def test_build_reports_a_pinned_version_that_does_not_install(tmp_path, monkeypatch):
+    """A new lock is installed when the zip is built (the environment it names is built, once),
+    so a pin pip cannot install stops the build, not a student's grading."""
+    from grader import envs
+
+    proj = project_copy(E2E, tmp_path / "proj")
+    lock = proj / "test_suites" / E2E / "environment.lock"
+    lock.write_text(lock.read_text().replace("tqdm==4.70.1", "tqdm==4.99.99"))
+    mila = load_assignment(E2E, root=proj)
+    monkeypatch.setenv("LMGRADE_ENV_CACHE", str(tmp_path / "cache"))
+    calls = []
+
+    def pip(venv, args, say, what):  # what pip says of a version no index has
+        calls.append(args)
+        if "-r" in args:
+            raise CourseEnvError(f"pip failed while {what}: ERROR: No matching distribution found for tqdm==4.99.99")
+
+    monkeypatch.setattr(envs, "_pip", pip)
+    with pytest.raises(BuildError, match=r"does not install from .*environment.lock.*tqdm==4\.99\.99"):
+        build_autograder(mila, tmp_path / "a.zip")
+    assert any(str(lock) in args for args in calls) and not (tmp_path / "a.zip").exists()
+    assert not [p.name for p in (tmp_path / "cache").iterdir() if not p.name.endswith(".lock")]  # no half-built env
 
 
 # -- run_autograder, as Gradescope runs it -------------------------------------------------------
@@ -325,6 +388,10 @@ def test_handout_layout_is_public_only(tmp_path):
         conftest = zf.read("conftest.py").decode()
     public_files = {p.relative_to(assignment.suite_dir).as_posix() for p in (assignment.suite_dir / "public").rglob("*.py")}
     assert {"conftest.py", "pytest.ini", names_["readme"], names_["requirements"], "grader/plugin.py"} <= names
+    with zipfile.ZipFile(archive) as zf:  # students install the course environment, as Gradescope does
+        requirements = zf.read(names_["requirements"]).decode()
+    pins = dict(line.split("==") for line in requirements.splitlines() if line and not line.startswith("#"))
+    assert pins == assignment.environment.pins and f"Python {assignment.environment.python}" in readme
     assert {f"{suite}/{f}" for f in public_files} <= names
     assert not [n for n in names if "hidden" in n.split("/") and not n.startswith("grader/")]
     # the public snapshots, checksummed; the rubric and the manifest name public tests only
@@ -423,9 +490,9 @@ def _canonical(name: str) -> str:
 
 # -- the command line -----------------------------------------------------------------------------
 
-def _lmgrade(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+def _lmgrade(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "grader", *args], check=False, capture_output=True, text=True,
-                          cwd=cwd, env=clean_env(COLUMNS="80"), timeout=120)
+                          cwd=cwd, env=clean_env(COLUMNS="80", **(env or {})), timeout=120)
 
 
 def test_cli_builds_both_zips_and_reports_bad_input_in_one_line(tmp_path):
