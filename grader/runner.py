@@ -30,7 +30,7 @@ from pathlib import Path
 
 from grader.assignment import Assignment, child_view
 from grader.childargs import child_args
-from grader.envs import child_python_prefix, child_readable_paths, ensure_environment
+from grader.envs import child_python_prefix, child_readable_paths, engine_dir, ensure_environment
 from grader.oracle import MAX_LINE, OracleServer, new_token
 from grader.report import GradeReport, score
 from grader.sandbox import (
@@ -247,7 +247,7 @@ class SuiteRun:
             give(home, box.uid)
             needed = [self.assignment.suite_dir, self.staged.path] + \
                 [p for p in (self.assignment.fixtures_dir,) if p.is_dir()] + child_readable_paths(self.assignment)
-            lock_down([self.assignment.root], box.uid, needed=needed, python=self.child_python())
+            lock_down([self.assignment.root], box.uid, needed=needed, python=self.child_python(), engine=engine_dir())
             self.private_tmp = private_tmp_targets(box, [*needed, self.workdir, _prefix(self.child_python())])
             if "/tmp" not in self.private_tmp:
                 self.notes.add("/tmp could not be made private to this run (the suite or the run lives there): "

@@ -152,12 +152,14 @@ def temp_root() -> str:
 
 def closed_paths(root: Path, *, python: str | None = None) -> list[Path]:
     """What the test process must not read under a project ``root``: every top-level entry but
-    the allow-list (and the child's Python, when it lives there), and inside the allow-list the
-    snapshots and the rubrics."""
+    the allow-list (and the Pythons the test process may run, when they live there), and inside
+    the allow-list the snapshots and the rubrics."""
     root = Path(root).resolve()
     keep = set(ALLOWED_TOP)
-    if python:
-        prefix = _prefix_of(Path(python))
+    # the test process's Python, and lmgrade's own (an assignment without a course environment
+    # runs there): installed packages, no answers
+    for interpreter in (python, sys.executable):
+        prefix = _prefix_of(Path(interpreter)) if interpreter else None
         if prefix is not None and prefix.is_relative_to(root) and prefix != root:
             keep.add(prefix.relative_to(root).parts[0])
     out = [p for p in sorted(root.iterdir()) if p.name not in keep]
@@ -172,9 +174,11 @@ def _prefix_of(python: Path) -> Path | None:
     return path.parent.parent if path.parent.name == "bin" else None
 
 
-def lock_down(roots: list[Path], uid: int, *, needed: list[Path], python: str | None = None) -> list[Path]:
+def lock_down(roots: list[Path], uid: int, *, needed: list[Path], python: str | None = None,
+              engine: Path | None = None) -> list[Path]:
     """Close each project root to other users but its allow-list, then prove with a probe run
-    as ``uid`` that nothing closed is readable and everything ``needed`` is."""
+    as ``uid`` (with the test process's ``python``, importing lmgrade from ``engine``) that
+    nothing closed is readable and everything ``needed`` is."""
     closed: list[Path] = []
     for root in dict.fromkeys(Path(r).resolve() for r in roots):
         try:
@@ -191,7 +195,7 @@ def lock_down(roots: list[Path], uid: int, *, needed: list[Path], python: str | 
             except OSError as err:
                 raise SandboxError(f"cannot close {path} to the test process: {err}") from err
     probe = [*closed, *[p / "HEAD" for p in closed if p.name == ".git"]]
-    readable = probe_readable([*probe, *needed], uid)
+    readable = probe_readable([*probe, *needed], uid, python=python, engine=engine)
     leaked = [p for p in readable if Path(p) in set(probe)]
     if leaked:
         raise SandboxError("the test process could still read " + ", ".join(leaked[:3]))
@@ -204,6 +208,9 @@ def lock_down(roots: list[Path], uid: int, *, needed: list[Path], python: str | 
 
 _PROBE = """
 import os, sys
+if sys.argv[1]:
+    sys.path.insert(0, sys.argv[1])
+del sys.argv[1]
 import grader  # the test process must be able to run this Python and import lmgrade
 bad = []
 for p in sys.argv[1:]:
@@ -219,16 +226,17 @@ print("\\n".join(bad))
 """
 
 
-def probe_readable(paths: list[Path], uid: int) -> list[str]:
+def probe_readable(paths: list[Path], uid: int, *, python: str | None = None, engine: Path | None = None) -> list[str]:
+    python = python or sys.executable
     try:
-        out = subprocess.run([sys.executable, "-I", "-c", _PROBE, *map(str, paths)],
+        out = subprocess.run([python, "-I", "-c", _PROBE, str(engine or ""), *map(str, paths)],
                              user=uid, group=uid, extra_groups=[], capture_output=True, text=True,
                              timeout=60, cwd="/", check=False)
     except OSError as err:
-        raise SandboxError(f"an unprivileged user cannot run {sys.executable} ({err}); install Python and "
+        raise SandboxError(f"an unprivileged user cannot run {python} ({err}); install Python and "
                            "lmgrade where every user can read them (a Python under /root cannot be used)") from err
     if out.returncode != 0:
-        raise SandboxError(f"an unprivileged user cannot import lmgrade with {sys.executable}: "
+        raise SandboxError(f"an unprivileged user cannot import lmgrade with {python}: "
                            f"{out.stderr.strip().splitlines()[-1:] or out.returncode}")
     return [line for line in out.stdout.splitlines() if line]
 
