@@ -166,7 +166,9 @@ def _result(spec: TestSpec, test_id: str, ev: dict, max_score: float, assignment
 
 def _evidence(test_id: str, oracle: OracleServer | None, child_judged: bool, max_score: float) -> tuple[bool, str]:
     """(does the parent's record let the test earn its points, why not)."""
-    if oracle is None or oracle.store is None:
+    if oracle is None:
+        return False, "this test did not run"
+    if oracle.store is None:
         return True, ""  # a trusted run (recording, benchmarks): the test process compared itself
     verdict = oracle.verdict(test_id)
     if verdict.ok:

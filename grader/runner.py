@@ -135,6 +135,10 @@ def grade(assignment: Assignment, submission: Path | None, options: GradeOptions
                 notes.append(f"secure grading could not be set up, so nothing was run: {err}")
             oracle = run.oracle
             notes += run.notes.as_list()
+        if staged is None and not events:  # nothing ran: each test says why
+            why = notes[-1] if notes else "this test did not run"
+            events = {t.test_id: {"event": "result", "test": t.test_id, "outcome": "not run", "message": why,
+                                  "stdout": ""} for t in assignment.tests}
         report = score(assignment, events, notes, time.time() - started, opts.label or str(submission), oracle=oracle,
                        static=static)
         report.log_tail = log_tail
@@ -158,9 +162,9 @@ def _stage(assignment, submission, tmp_path: Path, opts: GradeOptions, notes: li
         notes.append(f"the submission could not be staged: {type(err).__name__}: {str(err)[:400]}")
         return None
     if not staged.found and submission is not None:
-        expected = ", ".join(names[0] for names in assignment.modules.values())
-        notes.append(f"nothing to grade: {submission} holds none of the files the handout names "
-                     f"(expected {expected}); no test was run")
+        expected = " and ".join(" or ".join(names) for names in assignment.modules.values())
+        notes.append(f"nothing to grade: the submission has no {expected}, the files the handout names; "
+                     "no test was run")
         return None
     notes += list(staged.notes) + [f"{alias}: {msg}" for alias, msg in staged.errors.items()]
     return staged
