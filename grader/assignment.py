@@ -76,6 +76,9 @@ class Assignment:
     notebooks: dict[str, str] = field(default_factory=dict)
     child_judged: tuple[str, ...] = ()  # tests whose verdict the parent takes from the test process
     min_mutants: int = 12  # `lmgrade check-suite` wants at least this many mutants
+    # the assignment's TA tools, declared (grader imports nothing from tools/ by itself):
+    # {"commands": ("tools.x.cli",), "demo": "tools.x.y:run_demo"}
+    tools: dict = field(default_factory=dict)
     # environment variables the test process gets, each a path under fixtures/<id>/
     # (`data_env: {NLTK_DATA: nltk_data}`: data real starters load with no network)
     data_env: dict[str, str] = field(default_factory=dict)
@@ -234,9 +237,26 @@ def _parse(data: dict, path: Path, root: Path, check_lock: bool = True) -> Assig
         notebooks=dict(data.get("notebooks", {}) or {}),
         child_judged=_child_judged(data, questions, path),
         min_mutants=int(data.get("min_mutants", 12)),
+        tools=_parse_tools(data.get("tools"), path),
         data_env=_parse_data_env(data.get("data_env"), path),
         environment=environment,
     )
+
+
+def _parse_tools(value, path: Path) -> dict:
+    """``tools: {commands: [module, ...], demo: module:function}``, both optional."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or set(value) - {"commands", "demo"}:
+        raise RubricError(f"{path}: 'tools' takes 'commands' (modules adding `lmgrade` verbs) and "
+                          "'demo' (module:function run by `lmgrade demo`)")
+    commands = value.get("commands") or []
+    if not isinstance(commands, list) or not all(isinstance(c, str) and c for c in commands):
+        raise RubricError(f"{path}: tools.commands must list module names")
+    demo = value.get("demo")
+    if demo is not None and not (isinstance(demo, str) and demo):
+        raise RubricError(f"{path}: tools.demo must be module:function")
+    return {"commands": tuple(commands), **({"demo": demo} if demo else {})}
 
 
 def _child_judged(data: dict, questions, path: Path) -> tuple[str, ...]:

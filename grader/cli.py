@@ -123,12 +123,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _declared_commands() -> list[str]:
+    """Modules the assignments' rubrics declare as adding verbs (``tools: {commands: [...]}``)."""
+    out: list[str] = []
+    for aid in list_assignments():
+        try:
+            out += load_assignment(aid, check_lock=False).tools.get("commands", ())
+        except Exception:  # noqa: BLE001 - a broken rubric is reported by the verb that uses it
+            continue
+    return list(dict.fromkeys(out))
+
+
 def _add_optional_parsers(sub) -> None:
     """Verbs that live in their own modules register themselves: each module's
     ``add_parsers(subparsers)`` adds its commands (with ``func`` defaults)."""
     import importlib
 
-    for name in ("grader.build", "grader.batch", "grader.envs", "tools.checkpoints.cli"):
+    for name in ("grader.build", "grader.batch", "grader.cli_env", *_declared_commands()):
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as err:

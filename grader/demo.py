@@ -17,13 +17,6 @@ from grader.assignment import load_assignment
 from grader.mutants import grade_mutant, list_mutants
 from grader.runner import grade
 
-# (module, function) of optional TA-tool demos: function(out_dir) -> path or exit code
-TOOL_DEMOS = {
-    "mila_ift6135_a2": ("tools.mila_ift6135_a2.plot_curves", "run_demo"),
-    "cmu_11667_a2": ("tools.checkpoints.cli", "run_demo"),
-}
-
-
 def run_demo(assignment_ids: list[str], out: Path, *, n_mutants: int, jobs: int, console) -> int:
     out.mkdir(parents=True, exist_ok=True)
     table = Table(title="lmgrade demo: autograded scores")
@@ -58,17 +51,21 @@ def run_demo(assignment_ids: list[str], out: Path, *, n_mutants: int, jobs: int,
     console.print(table)
     console.print(f"results.json files under {out}/")
     for aid in assignment_ids:
-        if aid in TOOL_DEMOS:
-            status |= _tool_demo(aid, out / aid, console)
+        demo = load_assignment(aid).tools.get("demo")
+        if demo:
+            status |= _tool_demo(aid, demo, out / aid, console)
     return status
 
 
-def _tool_demo(aid: str, out: Path, console) -> int:
-    module_name, func_name = TOOL_DEMOS[aid]
+def _tool_demo(aid: str, entry: str, out: Path, console) -> int:
+    """Run the demo the rubric declares (``tools: {demo: module:function}``):
+    ``function(out_dir)`` returns a path it wrote or an exit code."""
+    module_name, _, func_name = entry.partition(":")
     try:
-        func = getattr(importlib.import_module(module_name), func_name)
-    except (ImportError, AttributeError):
-        return 0
+        func = getattr(importlib.import_module(module_name), func_name or "run_demo")
+    except (ImportError, AttributeError) as err:
+        console.print(f"[yellow]{aid}: the demo {entry} cannot be loaded ({err})[/yellow]")
+        return 1
     console.rule(f"{aid}: {module_name}")
     result = func(out)
     if isinstance(result, int):
