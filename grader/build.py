@@ -270,7 +270,7 @@ def stage_handout(assignment: Assignment, root: Path) -> None:
     copy_tree(Path(__file__).resolve().parent, root / "grader")
     suite = root / handout_suite_path(assignment)
     copy_tree(assignment.suite_dir / "public", suite / "public")
-    for name in ("conftest.py", "__init__.py"):
+    for name in ("conftest.py", "__init__.py", "judges.py"):  # judges.py: the suite's own rules
         if (assignment.suite_dir / name).is_file():
             shutil.copyfile(assignment.suite_dir / name, suite / name)
     (suite / "assignment.yaml").write_text(public_rubric_text(assignment), encoding="utf-8")
@@ -301,7 +301,9 @@ def public_rubric(assignment: Assignment) -> dict:
     data = yaml.safe_load((assignment.suite_dir / "assignment.yaml").read_text(encoding="utf-8"))
     questions = []
     for q in data.get("questions", []):
-        tests = {tid: pts for tid, pts in (q.get("tests") or {}).items() if str(tid).startswith("public/")}
+        # a public test's points only: what it `requires` of hidden tests is graded on Gradescope
+        tests = {tid: (pts["points"] if isinstance(pts, dict) else pts)
+                 for tid, pts in (q.get("tests") or {}).items() if str(tid).startswith("public/")}
         if tests:
             questions.append({**q, "tests": tests, "points": sum(float(p) for p in tests.values())})
     rules = []

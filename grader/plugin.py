@@ -370,7 +370,7 @@ class Snapshot:
         __tracebackhide__ = True
         self._send(key, value, _tolerance(self._state, rtol, atol), mask, hint, None, None)
 
-    def judge(self, key: str, value, rule: str, *, hint: str | None = None, **params) -> None:
+    def judge(self, key: str, value, rule: str, /, *, hint: str | None = None, **params) -> None:
         """``value`` must satisfy ``rule`` (recorded with ``params`` from the reference)."""
         __tracebackhide__ = True
         try:
