@@ -23,7 +23,9 @@ def draw(sampler, n, what):
         )
     batches = []
     for _ in range(n):
-        batch = next(sampler)
+        batch = next(sampler, StopIteration)
+        if batch is StopIteration:
+            pytest.fail(f"{what} stopped after {len(batches)} batches; expected {n}", pytrace=False)
         if not isinstance(batch, torch.Tensor):
             pytest.fail(
                 f"{what} yielded {'`...`' if batch is Ellipsis else type(batch).__name__}, "
