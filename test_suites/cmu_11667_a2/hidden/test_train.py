@@ -261,6 +261,7 @@ def run_spied_training(sub, n_steps=3, accumulation=3):
     return model, batches, drawn, optimizer, autocast
 
 
+@pytest.mark.usefixtures("wandb_disabled")
 def test_train_steps_and_learning_rate(sub, snapshot):
     n_steps, accumulation = 3, 3
     _, _, drawn, optimizer, _ = run_spied_training(sub, n_steps, accumulation)
@@ -294,6 +295,7 @@ def test_train_steps_and_learning_rate(sub, snapshot):
     )
 
 
+@pytest.mark.usefixtures("wandb_disabled")
 def test_train_accumulates_gradients(sub, snapshot):
     n_steps, accumulation = 3, 3
     model, batches, _, optimizer, _ = run_spied_training(sub, n_steps, accumulation)
@@ -328,6 +330,7 @@ def test_train_accumulates_gradients(sub, snapshot):
         )
 
 
+@pytest.mark.usefixtures("wandb_disabled")
 def test_train_runs_the_model_under_autocast(sub, snapshot):
     model, _, _, _, _ = run_spied_training(sub, 2, 2)
     assert model.calls_outside_autocast == 0, (
@@ -344,6 +347,7 @@ def test_train_runs_the_model_under_autocast(sub, snapshot):
     )
 
 
+@pytest.mark.usefixtures("wandb_disabled")
 def test_train_lowers_the_loss_on_a_corpus(sub, snapshot, tokenizer):
     """A tiny DecoderLM on the fixture corpus: 30 steps must lower the validation loss by more
     than 1 nat (measured: from 6.9 to about 4.9 for the reference, both LN placements)."""

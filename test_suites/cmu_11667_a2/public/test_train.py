@@ -139,6 +139,7 @@ def test_compute_language_modeling_loss(sub, snapshot):
     snapshot.check("loss", loss, rtol=1e-3)
 
 
+@pytest.mark.usefixtures("wandb_disabled")
 def test_train(sub, snapshot):
     """The course fits 300 steps at lr 1e-4..5e-4; 80 steps at 1e-3..5e-3 reach the same
     threshold with a wide margin (val-loss 0.33-0.48 over seeds, measured) in a quarter of the
