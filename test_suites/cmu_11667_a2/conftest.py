@@ -14,11 +14,15 @@ from pathlib import Path
 import pytest
 import tiktoken
 import torch
-import torch.nn as nn
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 TOKENIZER_FILE = Path("tokenizer") / "fixture_bpe.tiktoken"
 # GPT-2's pre-tokenisation regex, as tiktoken's "gpt2" encoding uses it
-GPT2_PAT_STR = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
+GPT2_PAT_STR = (
+    r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
+)
 
 
 def load_fixture_tokenizer(fixtures: Path) -> tiktoken.Encoding:
@@ -29,7 +33,9 @@ def load_fixture_tokenizer(fixtures: Path) -> tiktoken.Encoding:
             token, rank = line.split()
             ranks[base64.b64decode(token)] = int(rank)
     return tiktoken.Encoding(
-        name="lmgrade_fixture_bpe", pat_str=GPT2_PAT_STR, mergeable_ranks=ranks,
+        name="lmgrade_fixture_bpe",
+        pat_str=GPT2_PAT_STR,
+        mergeable_ranks=ranks,
         special_tokens={"<|endoftext|>": len(ranks)},
     )
 
@@ -83,8 +89,15 @@ class ToyLM(nn.Module):
     so that a generate() that stops at eot is not penalised.
     """
 
-    def __init__(self, n_vocab: int, n_embd: int = 16, n_positions: int = 64, seed: int = 0,
-                 banned: list[int] = (), fixed_logits: torch.Tensor | None = None):
+    def __init__(
+        self,
+        n_vocab: int,
+        n_embd: int = 16,
+        n_positions: int = 64,
+        seed: int = 0,
+        banned: list[int] = (),
+        fixed_logits: torch.Tensor | None = None,
+    ):
         super().__init__()
         gen = torch.Generator().manual_seed(seed)
         self.n_vocab, self.n_positions = n_vocab, n_positions
@@ -98,7 +111,9 @@ class ToyLM(nn.Module):
         self.register_buffer("fixed_logits", fixed_logits)
         self.calls = 0
 
-    def forward(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         self.calls += 1
         B, S = input_ids.shape
         assert S <= self.n_positions, f"sequence length {S} exceeds n_positions={self.n_positions}"
@@ -149,3 +164,46 @@ def fill_params():
 def pad_left():
     """pad_left(rows, pad_id) -> (ids, mask), left-padded."""
     return left_pad
+
+
+class DeviceMixing(TorchDispatchMode):
+    """Records the operations that combine tensors on two devices (0-dim CPU tensors aside, as
+    CUDA allows them too). Run with the model and its inputs on torch's ``meta`` device, it
+    finds what a GPU would refuse, on a machine without one: a causal mask or position ids built
+    on the CPU and combined with the inputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops: set[str] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        devices = {
+            leaf.device.type
+            for leaf in tree_leaves((args, kwargs or {}))
+            if isinstance(leaf, torch.Tensor) and leaf.dim() > 0
+        }
+        if len(devices) > 1:
+            self.ops.add(str(func.overloadpacket))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.fixture
+def device_mixing():
+    """with device_mixing() as seen: ...; seen.ops lists the operations that mixed devices."""
+    return DeviceMixing
+
+
+@pytest.fixture
+def wandb_disabled():
+    """The course's train() and evaluate() call wandb.log unconditionally; its own test_train
+    calls wandb.init(mode="disabled") first, and so do the tests that run them here."""
+    try:
+        import wandb
+    except ImportError:  # a submission that logs nothing needs no wandb
+        yield
+        return
+    run = wandb.init(mode="disabled")
+    try:
+        yield
+    finally:
+        run.finish()

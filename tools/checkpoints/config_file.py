@@ -39,7 +39,7 @@ class StudentConfig:
 @dataclass(frozen=True)
 class FlopBudget:
     """Training FLOPs by the course formula; ``train_flops`` is None when the config lacks
-    the training fields (the budget is then reported as unknown, not as an error)."""
+    the training fields (status "unknown": the worker then fails the row closed, naming them)."""
 
     flops_per_token: int
     train_flops: int | None

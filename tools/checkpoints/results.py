@@ -47,6 +47,9 @@ class CheckRow:
     n_params: int | None = None
     train_flops: int | None = None
     flop_budget: str = ""
+    study_flops: int | None = None  # question 2.5's run (1e15 budget), from another YAML file
+    study_budget: str = ""  # ok, over, or missing
+    study_config: str = ""
     checkpoint: str = ""
     config: str = ""
     sha256: str = ""

@@ -30,6 +30,7 @@ from tools.checkpoints.perplexity import (
 from tools.checkpoints.results import CheckRow
 from tools.checkpoints.settings import CheckSettings
 from tools.checkpoints.token_file import TestTokens
+from tools.cmu_11667_a2.flop_budgets import final_budget_problem, study_budget
 
 
 def worker_rows(
@@ -162,6 +163,7 @@ class Evaluator:
             return _error_row(row, loaded, getattr(loaded, "load_seconds", 0.0))
         start = time.perf_counter()
         _describe(row, loaded)
+        _describe_study(row, submission, loaded)
         try:
             self._score(row, loaded)
         except CheckpointError as err:
@@ -213,6 +215,10 @@ class Evaluator:
     def _grade(self, row: CheckRow, loaded: LoadedCheckpoint) -> None:
         if row.error:
             return
+        if loaded.budget.status == "unknown":  # fails closed: an unknown budget is not credited
+            row.error = final_budget_problem(loaded.config, loaded.budget.limit) or "unknown FLOP budget"
+            row.error_kind = "budget"
+            return
         if loaded.budget.status == "over":
             row.error = (
                 f"training run of {loaded.budget.train_flops:.3g} FLOPs exceeds the "
@@ -241,6 +247,18 @@ def _describe(row: CheckRow, loaded: LoadedCheckpoint) -> None:
     row.config = str(loaded.config.path) if loaded.config.path else ""
     row.load_seconds = round(loaded.load_seconds, 4)
     row.notes = "; ".join(loaded.notes)
+
+
+def _describe_study(row: CheckRow, submission: Submission, loaded: LoadedCheckpoint) -> None:
+    """Question 2.5's 1e15 budget, from the submission's other YAML files (reported only)."""
+    arch = loaded.arch
+    model = {"n_embd": arch.n_embd, "n_head": arch.n_head, "n_positions": arch.n_positions,
+             "n_layer": arch.n_layer}
+    study = study_budget(submission.folder, loaded.config.path, model, loaded.budget.flops_per_token)
+    row.study_budget, row.study_flops = study.status, study.train_flops
+    row.study_config = str(study.path) if study.path else ""
+    if study.message:
+        row.notes = _join(row.notes, study.message)
 
 
 def _error_row(row: CheckRow, err: CheckpointError, load_seconds: float) -> CheckRow:
