@@ -33,6 +33,10 @@ class Rule:
     message: str
     forbid: tuple[str, ...]
     tests: tuple[str, ...]
+    # "file.py:Class.method": no Python loop (for, while, comprehension, map) in these, except
+    # over the attributes in allow_loops_over (a model's list of layers); read from the source
+    no_loops_in: tuple[str, ...] = ()
+    allow_loops_over: tuple[str, ...] = ()
 
     def applies_to(self, test_id: str) -> bool:
         base = test_id.split("[", 1)[0]
@@ -315,10 +319,17 @@ def _parse_test(test_id: str, entry, number: str, name: str, path: Path) -> Test
 
 
 def _parse_rule(r: dict, path: Path) -> Rule:
-    for key in ("name", "message", "forbid", "tests"):
+    for key in ("name", "message", "tests"):
         if key not in r:
             raise RubricError(f"{path}: rule {r.get('name', '?')!r} lacks {key!r}")
-    return Rule(name=r["name"], message=r["message"], forbid=tuple(r["forbid"]), tests=tuple(r["tests"]))
+    if not r.get("forbid") and not r.get("no_loops_in"):
+        raise RubricError(f"{path}: rule {r['name']!r} needs 'forbid' (operations) or 'no_loops_in' (functions)")
+    for where in r.get("no_loops_in") or []:
+        file, _, qualname = str(where).partition(":")
+        if not file.endswith(".py") or not qualname:
+            raise RubricError(f"{path}: rule {r['name']!r}: no_loops_in entries are file.py:Class.method (got {where!r})")
+    return Rule(name=r["name"], message=r["message"], forbid=tuple(r.get("forbid") or ()), tests=tuple(r["tests"]),
+                no_loops_in=tuple(r.get("no_loops_in") or ()), allow_loops_over=tuple(r.get("allow_loops_over") or ()))
 
 
 def child_view(assignment: Assignment) -> dict:
@@ -334,7 +345,7 @@ def child_view(assignment: Assignment) -> dict:
         "timeout": assignment.timeout, "notebooks": dict(assignment.notebooks),
         "data_env": dict(assignment.data_env),
         "rules": [{"name": r.name, "message": r.message, "forbid": list(r.forbid), "tests": list(r.tests)}
-                  for r in assignment.rules],
+                  for r in assignment.rules if r.forbid],
     }
 
 

@@ -205,8 +205,107 @@ def staged_findings(assignment, staged) -> dict[str, list[Finding]]:
                 files.setdefault(extra.relative_to(staged.path).as_posix(), extra)
     out: dict[str, list[Finding]] = {}
     for rule in assignment.rules:
-        forbidden = forbidden_source_names(rule.forbid)
-        found = [f for name, path in sorted(files.items()) for f in scan(path, name, forbidden)]
+        found: list[Finding] = []
+        if rule.forbid:
+            forbidden = forbidden_source_names(rule.forbid)
+            found += [f for name, path in sorted(files.items()) for f in scan(path, name, forbidden)]
+        for where in rule.no_loops_in:
+            file, _, qualname = where.partition(":")
+            staged_file = _staged_file(staged, file)
+            if staged_file is not None:
+                found += loops_in(staged_file, file, qualname, rule.allow_loops_over)
         if found:
             out[rule.name] = found
     return out
+
+
+def _staged_file(staged, name: str) -> Path | None:
+    """The staged file for a rubric file name (a kept package's path, or the extracted notebook)."""
+    for rel in staged.found.values():
+        if Path(rel).name == name or Path(rel).stem == Path(name).stem:
+            return staged.path / rel
+    return None
+
+
+def loops_in(path: Path, shown: str, qualname: str, allowed: tuple[str, ...] = ()) -> list[Finding]:
+    """Python loops in the function ``qualname`` (``Class.method``) of ``path``, and in the
+    functions of the same file it calls (``helper(...)``, ``self.helper(...)``): ``for``,
+    ``while``, comprehensions, ``map``/``filter`` and recursion, except loops over an attribute in
+    ``allowed`` (``self.blocks``) or over a written-out tuple, list or ``range(<number>)``. The
+    test process counts operations too; this is what the parent reads in the source."""
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8", errors="replace"))
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return []
+    parts = qualname.split(".")
+    func = _find_function(tree, parts)
+    if func is None:
+        return []
+    cls = _find_class(tree, parts[0]) if len(parts) > 1 else None
+    found, todo, seen = [], [(func, qualname)], set()
+    while todo:
+        current, name = todo.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        for node in ast.walk(current):
+            what = _loop_kind(node, allowed, current)
+            if what:
+                via = "" if current is func else f" (through {name})"
+                found.append(Finding(shown, getattr(node, "lineno", current.lineno), f"{what} in {qualname}{via}"))
+            if isinstance(node, ast.Call):
+                callee = _callee(tree, cls, node.func)
+                if callee is not None:
+                    todo.append((callee, callee.name))
+    return found
+
+
+def _loop_kind(node: ast.AST, allowed: tuple[str, ...], func) -> str | None:
+    if isinstance(node, (ast.For, ast.AsyncFor)):
+        return None if ast.unparse(node.iter) in allowed or _fixed(node.iter) else "a for loop"
+    if isinstance(node, ast.While):
+        return "a while loop"
+    if isinstance(node, (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)):
+        return None if all(_fixed(g.iter) for g in node.generators) else "a comprehension (a loop)"
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("map", "filter"):
+        return f"{node.func.id}(...) (a loop)"
+    if isinstance(node, ast.Call) and ast.unparse(node.func) in (func.name, f"self.{func.name}"):
+        return "a call of itself (a loop by recursion)"
+    return None
+
+
+def _callee(tree: ast.Module, cls, func: ast.AST):
+    """The function of this file a call reaches: ``name(...)`` (a top-level function) or
+    ``self.name(...)`` (a method of the same class)."""
+    if isinstance(func, ast.Name):
+        return next((n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+                     and n.name == func.id), None)
+    if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id == "self" and cls:
+        return next((n for n in cls.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+                     and n.name == func.attr), None)
+    return None
+
+
+def _find_class(tree: ast.Module, name: str):
+    return next((n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name), None)
+
+
+def _fixed(iterable: ast.AST) -> bool:
+    """A loop over a written-out tuple or list, or over range(<a number>): its length does not
+    depend on the data (not a loop over heads, batch or positions)."""
+    if isinstance(iterable, (ast.Tuple, ast.List)):
+        return True
+    return (isinstance(iterable, ast.Call) and isinstance(iterable.func, ast.Name) and iterable.func.id == "range"
+            and all(isinstance(a, ast.Constant) for a in iterable.args))
+
+
+def _find_function(tree: ast.AST, parts: list[str]):
+    scope = tree.body if isinstance(tree, ast.Module) else tree.body
+    for part in parts:
+        match = next((n for n in scope if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+                      and n.name == part), None)
+        if match is None:
+            return None
+        scope = match.body
+        node = match
+    return node if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) else None
