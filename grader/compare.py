@@ -57,6 +57,8 @@ class _Ctx:
 
     def visit(self, exp: Tree, act: Tree, path: str, mask) -> None:
         et, at = exp["t"], act["t"]
+        if at == "none" and et != "none":  # a starter's `pass` body, or a missing `return`
+            return self.fail(f"{path}: got None, expected {describe(exp)}: not implemented yet (or a missing return)?")
         if et in ("tensor", "array"):
             if at != et:
                 if et == "tensor" and at == "array":

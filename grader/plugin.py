@@ -615,6 +615,10 @@ def _message(excinfo: pytest.ExceptionInfo, item: pytest.Item) -> str:
         return f"not implemented yet: NotImplementedError{where}" + (f": {exc}" if str(exc) else "")
     if isinstance(exc, AssertionError) and not where:  # the test's own assertion
         return str(exc).strip() or "assertion failed"
+    if isinstance(exc, (TypeError, AttributeError)) and not where and \
+            ("'ellipsis'" in str(exc) or "'NoneType'" in str(exc)):  # the test used a placeholder's result
+        returned = "`...`" if "'ellipsis'" in str(exc) else "None"
+        return f"not implemented yet? a function returned {returned} ({type(exc).__name__}: {exc})"
     return describe_exception(exc, where)  # from student code, or a library it called
 
 
