@@ -15,7 +15,6 @@ import pytest
 import tiktoken
 import torch
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 TOKENIZER_FILE = Path("tokenizer") / "fixture_bpe.tiktoken"
@@ -166,31 +165,36 @@ def pad_left():
     return left_pad
 
 
-class DeviceMixing(TorchDispatchMode):
-    """Records the operations that combine tensors on two devices (0-dim CPU tensors aside, as
-    CUDA allows them too). Run with the model and its inputs on torch's ``meta`` device, it
-    finds what a GPU would refuse, on a machine without one: a causal mask or position ids built
-    on the CPU and combined with the inputs."""
+def device_mixing_mode():
+    """A dispatch mode recording the operations that combine tensors on two devices (0-dim CPU
+    tensors aside, as CUDA allows them too). Run with the model and its inputs on torch's
+    ``meta`` device, it finds what a GPU would refuse, on a machine without one: a causal mask or
+    position ids built on the CPU and combined with the inputs. (Built on first use: importing
+    torch's dispatch modes imports torch._dynamo, a second the public tests need not pay.)"""
+    from torch.utils._python_dispatch import TorchDispatchMode
 
-    def __init__(self):
-        super().__init__()
-        self.ops: set[str] = set()
+    class DeviceMixing(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops: set[str] = set()
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        devices = {
-            leaf.device.type
-            for leaf in tree_leaves((args, kwargs or {}))
-            if isinstance(leaf, torch.Tensor) and leaf.dim() > 0
-        }
-        if len(devices) > 1:
-            self.ops.add(str(func.overloadpacket))
-        return func(*args, **(kwargs or {}))
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            devices = {
+                leaf.device.type
+                for leaf in tree_leaves((args, kwargs or {}))
+                if isinstance(leaf, torch.Tensor) and leaf.dim() > 0
+            }
+            if len(devices) > 1:
+                self.ops.add(str(func.overloadpacket))
+            return func(*args, **(kwargs or {}))
+
+    return DeviceMixing
 
 
 @pytest.fixture
 def device_mixing():
     """with device_mixing() as seen: ...; seen.ops lists the operations that mixed devices."""
-    return DeviceMixing
+    return device_mixing_mode()
 
 
 @pytest.fixture
