@@ -31,7 +31,7 @@ from pathlib import Path
 import yaml
 
 from grader import __version__
-from grader.assignment import Assignment, load_assignment
+from grader.assignment import Assignment, is_public, load_assignment
 from grader.envs import (
     TORCH_REQUIREMENT,
     CourseEnvError,
@@ -166,7 +166,7 @@ def assert_no_hidden(assignment: Assignment, root: Path) -> None:
             raise BuildError(f"refusing to build the handout: {rel} is part of the hidden suite")
     rubric = (root / handout_suite_path(assignment) / "assignment.yaml").read_text(encoding="utf-8")
     for spec in assignment.tests:
-        if not spec.test_id.startswith("public/") and spec.test_id in rubric:
+        if not is_public(spec.test_id) and spec.test_id in rubric:
             raise BuildError(f"refusing to build the handout: its rubric names hidden test {spec.test_id}")
 
 
@@ -359,7 +359,7 @@ def public_rubric(assignment: Assignment) -> dict:
     data = yaml.safe_load((assignment.suite_dir / "assignment.yaml").read_text(encoding="utf-8"))
     questions = []
     for q in data.get("questions", []):
-        tests = {tid: _public_points(pts) for tid, pts in (q.get("tests") or {}).items() if str(tid).startswith("public/")}
+        tests = {tid: _public_points(pts) for tid, pts in (q.get("tests") or {}).items() if is_public(str(tid))}
         if tests:
             questions.append({**q, "tests": tests, "points": sum(tests.values())})
     rules = []

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from grader.assignment import is_public
 from grader.snapshots import SnapshotStore
 from grader.values import decode
 
@@ -309,7 +310,7 @@ class OracleServer:
             self.rejected += 1
             rec.failed[key] = f"`{key}`: the value could not be read ({err})"
             return {"ok": False, "message": rec.failed[key]}
-        reveal = test_id.startswith("public/")
+        reveal = is_public(test_id)
         alive, problems = self.store.match(test_id, rec.alive, key, tree, arrays, reveal=reveal, seen=rec.seen)
         size = sum(a.nbytes for a in arrays.values())
         if rec.seen_bytes + size <= MAX_SEEN_BYTES:

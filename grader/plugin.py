@@ -39,10 +39,12 @@ import numpy as np
 import pytest
 
 from grader import childargs, compat, gradescope
-from grader.assignment import Assignment, RubricError, assignment_from_child_view, load_assignment
+from grader.assignment import Assignment, RubricError, assignment_from_child_view, is_public, load_assignment
 from grader.compare import Tolerance
 from grader.judges import Evidence, RuleBook, load_rulebook
+from grader.seeding import seed_everything, seed_for
 from grader.oracle import OracleClient
+from grader.report import MAX_MESSAGE
 from grader.snapshots import SnapshotStore, SnapshotWriter
 from grader.submission import (
     Modules,
@@ -60,7 +62,6 @@ DEFAULT_ATOL = 1e-5
 # On a GPU with TF32 matmuls, float32 products carry ~1e-3 relative error (10-bit mantissa);
 # the floor below was chosen from the spread measured between CPU fp32 and TF32 runs.
 TF32_FLOOR = Tolerance(rtol=2e-3, atol=2e-3)
-MAX_MESSAGE = 4000
 MAX_CAPTURED = 2000
 
 
@@ -244,21 +245,6 @@ def _test_id(state: _State, item: pytest.Item) -> str:
 
 # -- per-test: seed, rules, snapshot bookkeeping --------------------------------------------
 
-def seed_for(test_id: str) -> int:
-    """Seed from the test file's name and the test's name (not its folder)."""
-    file, _, name = test_id.partition("::")
-    digest = hashlib.sha256(f"{Path(file).name}::{name}".encode()).digest()
-    return int.from_bytes(digest[:4], "little")
-
-
-def _seed_all(seed: int) -> None:
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     state = item.config.stash[_STATE_KEY]
@@ -268,7 +254,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if state.setup_error:
         pytest.fail(state.setup_error, pytrace=False)
     compat.before_test()
-    _seed_all(seed_for(item.stash[_TEST_ID]))
+    seed_everything(seed_for(item.stash[_TEST_ID]))
 
 
 @pytest.hookimpl(wrapper=True)
@@ -277,7 +263,7 @@ def pytest_runtest_call(item: pytest.Item):
 
     state = item.config.stash[_STATE_KEY]
     test_id = item.stash[_TEST_ID]
-    _seed_all(seed_for(test_id))  # again: fixture set-up may have drawn random numbers
+    seed_everything(seed_for(test_id))  # again: fixture set-up may have drawn random numbers
     rules = state.assignment.rules_for(test_id) if state.assignment else ()
     if state.static_rules is not None:
         broken = [r for r in rules if r.name in state.static_rules]
@@ -391,7 +377,7 @@ class Snapshot:
         self.test_id = test_id
         self.checked: list[str] = []
         self.failed = False
-        self.reveal = test_id.startswith("public/")
+        self.reveal = is_public(test_id)
         self.alive: list[str] = self._checker.variants()
         self.seen: dict = {}
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from grader.assignment import Assignment, TestSpec
 from grader.oracle import OracleServer
 
+MAX_MESSAGE = 4000  # characters of a test's message kept, in the test process and in the parent
 VISIBILITY_ORDER = ("visible", "after_published", "after_due_date", "hidden")  # least to most restrictive
 
 

@@ -14,6 +14,7 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
+from grader.assignment import is_public
 from grader.report import GradeReport, TestResult
 
 MAX_TEST_OUTPUT = 20_000
@@ -85,7 +86,7 @@ def _test_entry(t: TestResult) -> dict | None:
 
 
 def _name(t: TestResult) -> str:
-    kind = "public" if t.test_id.startswith("public/") else "hidden"
+    kind = "public" if is_public(t.test_id) else "hidden"
     func = t.test_id.split("::", 1)[-1]
     where = f"{t.question_name} " if t.question_name else ""
     return f"{where}{func} ({kind})"

@@ -32,7 +32,7 @@ from grader.assignment import Assignment, child_view
 from grader.childargs import child_args
 from grader.envs import child_python_prefix, child_readable_paths, engine_dir, ensure_environment
 from grader.oracle import MAX_LINE, OracleServer, new_token
-from grader.report import GradeReport, score
+from grader.report import MAX_MESSAGE, GradeReport, score
 from grader.sandbox import (
     RUN_ENV,
     Sandbox,
@@ -64,7 +64,6 @@ OUTPUT_LIMIT = 256 * 2**20  # bytes the child may print outside the tests' captu
 DISK_LIMIT = 2 * 2**30  # bytes the run may keep in its staged folder and home
 DEFAULT_BUDGET = 1800.0  # seconds for a whole `lmgrade grade` run unless told otherwise
 LOG_TAIL = 3000
-MAX_MESSAGE = 4000
 MAX_STDOUT = 4000
 SECRET_ENV = ("GRADESCOPE_TOKEN", "OTTER_TOKEN")
 INTERRUPTED = "grading was interrupted"

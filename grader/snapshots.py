@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
+from grader.assignment import is_public
 from grader.compare import Tolerance, compare
 from grader.judges import Evidence, RuleBook
 from grader.values import Tree, decode
@@ -204,7 +205,7 @@ def write_manifest(root: Path, assignment_id: str, variants: list[str]) -> Path:
                 module = path.relative_to(root / variant).with_suffix("").as_posix()
                 for name, keys in _read_json(path)["tests"].items():
                     test_id = f"{module}.py::{name}"
-                    entry = tests.setdefault(test_id, {"visibility": "public" if module.startswith("public/") else "hidden", "keys": {}})
+                    entry = tests.setdefault(test_id, {"visibility": "public" if is_public(module) else "hidden", "keys": {}})
                     entry["keys"][variant] = sorted(keys)
     manifest = {"format": FORMAT, "assignment": assignment_id, "variants": variants, "files": files, "tests": tests}
     path = root / "manifest.json"

@@ -8,7 +8,6 @@ changes its predictions, while a bug in the student's model.py cannot cost gener
 """
 
 import base64
-import zlib
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,8 @@ import tiktoken
 import torch
 from torch import nn
 from torch.utils._pytree import tree_leaves
+
+from grader.seeding import fill_parameters
 
 TOKENIZER_FILE = Path("tokenizer") / "fixture_bpe.tiktoken"
 # GPT-2's pre-tokenisation regex, as tiktoken's "gpt2" encoding uses it
@@ -42,27 +43,6 @@ def load_fixture_tokenizer(fixtures: Path) -> tiktoken.Encoding:
 @pytest.fixture
 def tokenizer(sub) -> tiktoken.Encoding:
     return load_fixture_tokenizer(sub.fixtures)
-
-
-def fill_parameters(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Give every parameter values that depend only on its name and the seed.
-
-    The handout fixes the parameter names (q_attn, ln_1, token_embeddings, ...), not the order
-    in which a student's __init__ draws random numbers, so the tests never rely on the init.
-    Buffers (scale_factor, a registered causal mask) are left as the model made them.
-    """
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            gen = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
-            noise = torch.randn(param.shape, generator=gen)
-            if param.dim() == 1 and name.endswith("weight"):  # layer-norm gains
-                value = 1 + 0.1 * noise
-            elif param.dim() == 1:  # biases
-                value = 0.1 * noise
-            else:  # linear (out, in) and embedding (n, D) matrices: unit-scale outputs
-                value = noise / param.shape[1] ** 0.5
-            param.copy_(value.to(param.dtype))
-    return model
 
 
 def undecodable_tokens(tokenizer: tiktoken.Encoding) -> list[int]:

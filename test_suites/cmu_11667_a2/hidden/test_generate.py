@@ -8,11 +8,12 @@ temperature > 0 is judged by the grader from the sampled texts (the distribution
 over many draws), never against the reference's draws. The asserts only explain a failure.
 """
 
-import random
 
 import numpy as np
 import pytest
 import torch
+
+from grader.seeding import seed_everything
 
 PREFIXES = [
     "Here is a yelp review.\nThe soup was cold and the staff ignored us.\nThis review is",
@@ -21,12 +22,6 @@ PREFIXES = [
     "The",
     "On a cold Sunday morning, Grace walked to the museum with a letter in one hand.",
 ]
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 @torch.inference_mode()
