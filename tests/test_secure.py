@@ -16,13 +16,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from grader import sandbox
-from grader.oracle import OracleServer, ProtocolError, pack_arrays, unpack_arrays
-from grader.results import validate
+from grader.oracle import OracleServer, pack_arrays
 from grader.report import score
+from grader.results import validate
 from grader.runner import grade
 from grader.snapshots import SnapshotStore
 from grader.values import encode
@@ -49,15 +48,6 @@ def server(toy):
 def _check_msg(key, value):
     tree, arrays = encode(value)
     return {"event": "check", "key": key, "tree": tree, "arrays": pack_arrays(arrays)}
-
-
-# -- the oracle ---------------------------------------------------------------------------------
-
-def test_lines_without_the_token_are_ignored(server):
-    assert server.parse(b'{"event": "result", "outcome": "passed"}') is None
-    assert server.parse(b'other {"event": "result"}') is None
-    assert server.parse(b't0k {"event": "start", "test": "x"}') == {"event": "start", "test": "x"}
-    assert server.rejected == 2
 
 
 def _started(server, test):
@@ -98,55 +88,6 @@ def test_hidden_arrays_give_no_error_magnitude(server, toy):
     answer = server.answer(test, _check_msg("y", probe))
     assert not answer["ok"] and "differ at 32 of 32" in answer["message"]
     assert "abs error" not in answer["message"] and "~" not in answer["message"]
-
-
-def test_the_protocol_is_enforced(server, toy):
-    a, b, c = ("hidden/test_ops.py::test_stats", "hidden/test_ops.py::test_layout", "hidden/test_ops.py::test_norm")
-    server.handle({"event": "collected", "tests": [a, b, c]}, now=0.0)
-    # a check for a test that is not running (at import, before any start) fails that test
-    out = server.handle({**_check_msg("kind", "a"), "test": b}, now=0.0)
-    assert out.violation == b and server.results[b]["outcome"] == "failed"
-    assert "misused" in server.results[b]["message"]
-    assert server.handle({"event": "start", "test": a}, now=1.0).started == a
-    # a second start while a runs fails a (it may not be reset or interleaved)
-    out = server.handle({"event": "start", "test": c}, now=2.0)
-    assert out.violation == a and server.running is None and server.results[a]["outcome"] == "failed"
-    # a test that has ended (or failed) can never be started again: records are never reset
-    out = server.handle({"event": "start", "test": a}, now=3.0)
-    assert out.violation == a and server.started[a] == 1.0
-    # only the next test in collected order may start
-    assert server.handle({"event": "start", "test": c}, now=4.0).started == c
-    out = server.handle({"event": "result", "test": a, "outcome": "passed"}, now=5.0)
-    assert out.violation is not None and server.results[a]["outcome"] == "failed"
-    assert server.handle({"event": "result", "test": c, "outcome": "passed"}, now=6.0).finished == c
-    assert any("protocol violation" in n for n in server.notes.as_list())
-
-
-def test_notes_are_capped_and_deduplicated():
-    from grader.oracle import MAX_NOTES, Notes
-
-    notes = Notes()
-    for i in range(30_000):
-        notes.add(f"note {i % (MAX_NOTES * 3)}")
-    kept = notes.as_list()
-    assert len(kept) == MAX_NOTES + 1 and "further notes were not kept" in kept[-1]
-
-
-@pytest.mark.parametrize("spec, words", [
-    ({"a": {"dtype": "object", "shape": [1], "data": ""}}, "dtype"),
-    ({"a": {"dtype": "float32", "shape": [4], "data": "AAAA"}}, "does not match"),
-    ({"a": {"dtype": "float32", "shape": [-1], "data": ""}}, "shape"),
-    ([], "object"),
-])
-def test_arrays_from_the_child_are_checked(spec, words):
-    with pytest.raises(ProtocolError, match=words):
-        unpack_arrays(spec)
-
-
-def test_arrays_round_trip():
-    arrays = {"x": np.arange(6, dtype=np.float32).reshape(2, 3), "m": np.array([True, False])}
-    back = unpack_arrays(json.loads(json.dumps(pack_arrays(arrays))))
-    assert all(np.array_equal(back[k], v) and back[k].dtype == v.dtype for k, v in arrays.items())
 
 
 def test_a_claimed_pass_without_evidence_scores_zero(toy, server):
@@ -307,7 +248,7 @@ def test_without_root_a_double_forked_daemon_does_not_outlive_the_run(toy_root, 
     env = {"PATH": os.environ["PATH"], "HOME": str(work), "LMGRADE_HOME": str(project), "TMPDIR": str(work)}
     proc = subprocess.run([sys.executable, "-m", "grader", "grade", "toy", str(folder), "--results",
                            str(work / "results.json")], user=user, group=user, extra_groups=[], env=env,
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, check=False)
     assert (work / "results.json").is_file(), proc.stdout[-2000:] + proc.stderr[-2000:]
     assert pidfile.is_file(), "the daemon never started: the test proves nothing"
     daemon = int(pidfile.read_text())
