@@ -36,6 +36,9 @@ import nbformat
 __all__ = ["NotebookError", "NotebookExtract", "extract_cells", "extract_notebook",
            "notebook_to_py", "py_to_notebook"]
 
+# a top-level `def name` / `class name` line, found in the text of a cell that does not parse
+_TOP_LEVEL_DEF = re.compile(r"^(?:async[ \t]+def|def|class)[ \t]+([A-Za-z_]\w*)", re.MULTILINE)
+
 # Builtins whose call is cheap and has no side effect: a constant may be built with them.
 SAFE_BUILTINS = frozenset({
     "set", "frozenset", "list", "tuple", "dict", "str", "int", "float", "bool", "bytes",
@@ -86,6 +89,8 @@ class NotebookExtract:
     errors: list[str] = field(default_factory=list)
     undefined: list[str] = field(default_factory=list)
     name: str = "notebook"
+    # def/class names written in cells that were skipped whole -> why ("cell 9: SyntaxError ...")
+    lost: dict = field(default_factory=dict)
     # for each line of `source`: [cell number, line in that cell], or None (lines lmgrade added)
     line_map: list = field(default_factory=list)
 
@@ -149,7 +154,7 @@ def extract_cells(cells: list[tuple[str, str]], name: str = "notebook") -> Noteb
     source, line_map = state.module_text(name)
     return NotebookExtract(source=source, taken=state.taken, skipped=state.skipped,
                            errors=state.errors, undefined=state.undefined_uses(), name=name,
-                           line_map=line_map)
+                           line_map=line_map, lost=state.lost)
 
 
 class _Extraction:
@@ -160,6 +165,7 @@ class _Extraction:
         self.taken: list[str] = []
         self.skipped: list[str] = []
         self.errors: list[str] = []
+        self.lost: dict[str, str] = {}            # def/class names of cells skipped whole -> why
         self.defined: set[str] = set()            # names bound by taken statements so far
         self.local_defs: set[str] = set()         # functions and classes defined in the notebook
         self.def_nodes: dict[str, ast.AST] = {}   # the latest definition of each of them
@@ -177,11 +183,13 @@ class _Extraction:
         except SyntaxError as err:
             where = f" at line {err.lineno}" if err.lineno else ""
             self.errors.append(f"cell {number}: SyntaxError{where}: {err.msg}")
+            self._note_lost(code, self.errors[-1])
             return
         except (RecursionError, MemoryError) as err:
             # Python's parser gives up on deep nesting (RecursionError or MemoryError).
             self.errors.append(f"cell {number}: nested too deeply for Python to read "
                                f"({type(err).__name__})")
+            self._note_lost(code, self.errors[-1])
             return
         lines = code.splitlines()
         for node in tree.body:
@@ -190,6 +198,12 @@ class _Extraction:
             except (RecursionError, MemoryError) as err:
                 self.errors.append(f"cell {number}: the statement at line {node.lineno} is nested "
                                    f"too deeply to read ({type(err).__name__}); skipped")
+
+    def _note_lost(self, code: str, why: str) -> None:
+        """Remember the top-level def/class names of a cell skipped whole (read from its text,
+        since it does not parse), so a test asking for one can say why it is missing."""
+        for match in _TOP_LEVEL_DEF.finditer(code):
+            self.lost[match.group(1)] = why
 
     def _strip_magics(self, number: int, source: str) -> str | None:
         """Blank shell and magic lines (keeping line numbers); None if the cell is not Python."""

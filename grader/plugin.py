@@ -25,7 +25,6 @@ option (a student's local ``pytest``) it compares with the public snapshots and 
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import os
 import random
@@ -416,8 +415,9 @@ class Snapshot:
 
 
 def _not_implemented(value) -> str | None:
-    """A starter's placeholder body returns ``...`` or None: say so plainly."""
-    if value is Ellipsis:
+    """A starter's placeholder body returns ``...`` (alone, or in the tuple it returns, as CMU's
+    ``q = ...; kT = ...; v = ...; return q, kT, v``): say so plainly."""
+    if value is Ellipsis or (isinstance(value, (tuple, list)) and any(v is Ellipsis for v in value)):
         return "not implemented yet: the function returned `...` (the starter's placeholder)"
     return None
 

@@ -443,7 +443,7 @@ def _notebook_to_module(staged: StagedSubmission, alias: str, name: str) -> str 
     if target.exists():
         staged.notes.append(f"both {target.name} and {name} were given: graded {name}")
     target.write_text(extract.source, encoding="utf-8")
-    staged.sources[target.name] = {"notebook": name, "lines": extract.line_map}
+    staged.sources[target.name] = {"notebook": name, "lines": extract.line_map, "lost": extract.lost}
     staged.notes.append(extract.report())
     return target.name
 
@@ -500,22 +500,26 @@ class Modules:
         except SubmissionError as err:
             self._failed[alias] = str(err)
             raise
-        self._loaded[alias] = ModuleProxy(module, file)
+        source = self._staged.sources.get(file, {})  # a notebook's: name it, not its extraction
+        self._loaded[alias] = ModuleProxy(module, source.get("notebook", file), source.get("lost"))
         return self._loaded[alias]
 
 
 class ModuleProxy:
     """A student module whose missing names fail with a message naming the file."""
 
-    def __init__(self, module: ModuleType, file: str):
+    def __init__(self, module: ModuleType, file: str, lost: dict | None = None):
         object.__setattr__(self, "_module", module)
         object.__setattr__(self, "_file", file)
+        object.__setattr__(self, "_lost", lost or {})  # names of notebook cells skipped whole
 
     def __getattr__(self, name: str):
         try:
             return getattr(self._module, name)
         except AttributeError:
-            raise SubmissionError(f"{self._file} does not define `{name}`") from None
+            why = self._lost.get(name)
+            skipped = f" ({why}; that cell was skipped whole)" if why else ""
+            raise SubmissionError(f"{self._file} does not define `{name}`{skipped}") from None
 
     def __setattr__(self, name: str, value) -> None:
         setattr(self._module, name, value)

@@ -10,8 +10,8 @@ import jsonschema
 import pytest
 
 from grader.mutants import grade_mutants, load_variants, materialise
-from grader.results import build_results, schema, validate
 from grader.report import score
+from grader.results import build_results, schema, validate
 from grader.runner import grade
 
 
@@ -204,3 +204,14 @@ def test_student_prints_are_shown_with_the_test(toy, tmp_path):
     folder = _submission(toy, tmp_path, "printer", {"    return x.sum(-1)": "    print('debug: rowsum called')\n    return x.sum(-1)"})
     report = grade(toy, folder)
     assert "debug: rowsum called" in _by_name(report)["hidden/test_ops.py::test_rowsum_vectorised"].stdout
+
+
+def test_a_placeholder_in_a_returned_tuple_reads_as_not_implemented():
+    """CMU's starter returns `q, kT, v` with each still `...`: a value check says "not implemented
+    yet", not that a tuple of ellipses cannot be checked."""
+    from grader.plugin import _not_implemented
+
+    for value in (..., (..., ..., ...), [1, ...]):
+        assert _not_implemented(value).startswith("not implemented yet"), value
+    for value in ((1, 2), None, "...", [None]):
+        assert _not_implemented(value) is None, value

@@ -128,6 +128,30 @@ def test_syntax_error_cell_is_skipped_and_reported(tmp_path):
     assert "cell 2: SyntaxError" in ex.report()
 
 
+def test_a_name_lost_with_a_cell_that_does_not_parse_says_why(tmp_path):
+    """Real starters leave cells that do not parse (`corpus =`): a test asking for a function of
+    such a cell names the notebook and the cell's error, not the extracted .py file."""
+    import types
+
+    from grader.submission import ModuleProxy, SubmissionError
+
+    cells = [("code", "def good():\n    return 1\n"),
+             ("code", "def build(words):\n    corpus =\n    return corpus\n\nclass Model:\n    size = 1\n")]
+    ex = extract_notebook(write_notebook(tmp_path / "Lab.ipynb", cells))
+    why = "cell 2: SyntaxError at line 2: invalid syntax"
+    assert ex.lost == {"build": why, "Model": why}
+    module = types.ModuleType("Lab")
+    module.good = lambda: 1
+    proxy = ModuleProxy(module, "Lab.ipynb", ex.lost)
+    assert proxy.good() == 1
+    with pytest.raises(SubmissionError) as err:
+        proxy.build  # noqa: B018 - the attribute access is what is tested
+    assert str(err.value) == f"Lab.ipynb does not define `build` ({why}; that cell was skipped whole)"
+    with pytest.raises(SubmissionError) as err:
+        proxy.other  # noqa: B018
+    assert str(err.value) == "Lab.ipynb does not define `other`"
+
+
 def test_redefinition_keeps_notebook_order(tmp_path):
     cells = [("code", "def f():\n    return 'first'\nLIMIT = 1\n"),
              ("code", "def f():\n    return 'second'\nLIMIT = 2\n"),
