@@ -10,6 +10,7 @@ import jsonschema
 import pytest
 
 from grader.mutants import grade_mutants, load_variants, materialise
+from grader.oracle import OracleServer
 from grader.report import score
 from grader.results import build_results, schema, validate
 from grader.runner import grade
@@ -128,7 +129,8 @@ def test_hide_errors_and_partial_credit(toy, tmp_path):
 def test_set_score_cannot_exceed_the_rubric(toy):
     ev = {"hidden/test_gradescope.py::test_partial": {"test": "hidden/test_gradescope.py::test_partial",
                                                      "outcome": "passed", "score": 99.0}}
-    report = score(toy, ev, [], 0.0, "x")
+    trusted = OracleServer(None, token="t")  # a run whose test process compared itself
+    report = score(toy, ev, [], 0.0, "x", oracle=trusted)
     assert _by_name(report)["hidden/test_gradescope.py::test_partial"].score == 2.0
 
 
