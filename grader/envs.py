@@ -694,6 +694,10 @@ def engine_dir() -> Path:
         return folder
     folder.mkdir(parents=True, exist_ok=True)
     _open_to_others(folder, stop=folder.parent.parent)
+    if link.exists() and not link.is_symlink():
+        # A copy of the project made without keeping links (shutil.copytree's default) turns the
+        # link into a stale copy of some checkout's engine: replace it with the link to this one.
+        shutil.rmtree(link, ignore_errors=True)
     tmp = folder / f".grader-{os.getpid()}-{threading.get_ident()}"
     tmp.unlink(missing_ok=True)
     tmp.symlink_to(package, target_is_directory=True)

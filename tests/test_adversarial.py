@@ -180,7 +180,16 @@ def _marked_processes(token: str) -> set[int]:
     return out
 
 
+def _grader_servers() -> set[int]:
+    """The warm servers this process keeps between gradings (grader.warm): the grader's own, not
+    the submission's. What they fork for a run is still counted."""
+    from grader import warm
+
+    return {server.proc.pid for server in list(warm._SERVERS.values()) if getattr(server, "proc", None)}
+
+
 def _descendants(root_pid: int) -> set[int]:
+    servers = _grader_servers()
     children: dict[int, list[int]] = {}
     for name in os.listdir("/proc"):
         if name.isdigit():
@@ -193,7 +202,7 @@ def _descendants(root_pid: int) -> set[int]:
             if child not in out:
                 out.add(child)
                 todo.append(child)
-    return out
+    return out - servers
 
 
 def _recorded_pids(scratch: Path, report) -> set[tuple[int, int]]:

@@ -25,6 +25,11 @@ ROOT = Path(__file__).resolve().parents[1]
 SUITE = ROOT / "test_suites" / ID
 
 
+@pytest.fixture(scope="module")
+def assignment():
+    return load_assignment(ID)
+
+
 def test_short_inputs_to_get_embeddings_are_not_graded(assignment):
     """The handout embeds full-length sequences only; shorter ones are reported for 0 points."""
     points = {t.test_id: t.points for t in assignment.tests}

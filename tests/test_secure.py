@@ -242,7 +242,7 @@ def test_without_root_a_double_forked_daemon_does_not_outlive_the_run(toy_root, 
     end = text.index("def norm")
     (folder / "ops.py").write_text(text[:start] + DAEMON.replace("@@PIDFILE@@", str(pidfile)) + "\n\n" + text[end:])
     project = work / "toyproj"  # the user's own copy: root's runs closed the shared one to others
-    shutil.copytree(toy_root, project)
+    shutil.copytree(toy_root, project, ignore=shutil.ignore_patterns(".lmgrade"))
     for p in [work, *work.rglob("*")]:
         os.chown(p, user, user)
     env = {"PATH": os.environ["PATH"], "HOME": str(work), "LMGRADE_HOME": str(project), "TMPDIR": str(work)}

@@ -12,17 +12,16 @@ file, unreadable export, bad option).
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.table import Table
 from tqdm import tqdm
 
 from tools.checkpoints.errors import ExportError, TestTokensError
 from tools.checkpoints.export import read_submissions
+from tools.checkpoints.summary import print_summary
 from tools.checkpoints.results import (
     CheckRow,
     json_twin,
@@ -38,9 +37,6 @@ if TYPE_CHECKING:
 # load it (the grading parent process stays light, see DESIGN.md)
 ASSIGNMENTS = ("cmu_11667_a2",)
 VARIANTS = ("pre_ln", "post_ln")  # reference_model.VARIANTS (a test keeps them equal)
-TABLE_ROWS = 60
-# wide enough for the table when writing to a file or a CI log (rich's default there is 80)
-console = Console(highlight=False, width=max(120, shutil.get_terminal_size((120, 24)).columns))
 err_console = Console(stderr=True, highlight=False)
 
 
@@ -233,56 +229,6 @@ def _write(rows: list[CheckRow], meta: dict, output: Path, gradescope: Path | No
     if gradescope is not None:
         write_gradescope_scores(rows, gradescope)
         err_console.print(f"wrote {gradescope}")
-
-
-def print_summary(rows: list[CheckRow], threshold: float | None) -> None:
-    """A table of the rows (up to 60), the error messages, and the pass/fail/error counts."""
-    if len(rows) <= TABLE_ROWS:
-        table = Table(
-            title="checkpoint perplexity" + (f" (pass: < {threshold:g})" if threshold else "")
-        )
-        for column in (
-            "submission",
-            "students",
-            "perplexity",
-            "tokens",
-            "variant",
-            "result",
-            "score",
-            "s",
-        ):
-            table.add_column(column, no_wrap=column != "students")
-        for row in rows:
-            result = (
-                "[green]pass[/green]"
-                if row.passed
-                else f"[red]{row.error_kind or 'error'}[/red]"
-                if row.error
-                else "[red]fail[/red]"
-            )
-            ppl = f"{row.perplexity:.3f}" if row.perplexity is not None else "-"
-            table.add_row(
-                row.submission_id,
-                row.students,
-                ppl,
-                str(row.tokens_scored or "-"),
-                row.variant or "-",
-                result,
-                f"{row.score:g}",
-                f"{row.seconds:.2f}",
-            )
-        console.print(table)
-        for row in rows:
-            if row.error:
-                console.print(
-                    f"  {row.submission_id} [{row.error_kind}] {row.error}", soft_wrap=True
-                )
-    passed = sum(r.passed for r in rows)
-    errors = sum(bool(r.error) for r in rows)
-    console.print(
-        f"{len(rows)} submissions: {passed} passed, {len(rows) - passed - errors} failed, "
-        f"{errors} errors"
-    )
 
 
 def _positive(text: str) -> int:

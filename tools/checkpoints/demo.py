@@ -17,12 +17,13 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from tools.checkpoints.cli import print_summary
+from tools.checkpoints.summary import print_summary
 from tools.checkpoints.export import read_submissions
 from tools.checkpoints.results import write_gradescope_scores, write_results
 from tools.checkpoints.runner import CheckSettings, run_check
+from grader import project_root
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "checkpoints"
+FIXTURES = project_root() / "fixtures" / "checkpoints"
 TEST_FILE = FIXTURES / "synthetic_test.npz"
 TRAINED, UNDERTRAINED, POST_LN = (
     "gpt_tiny_synthetic_pre_ln",

@@ -35,8 +35,9 @@ from tools.checkpoints.config_file import StudentConfig, flop_budget
 from tools.checkpoints.corpus import N_VOCAB, write_corpus
 from tools.checkpoints.perplexity import ScoringOptions, choose_scorer, plan_windows, score_stream
 from tools.checkpoints.reference_model import Architecture, build_model, count_params
+from grader import project_root
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "checkpoints"
+FIXTURES = project_root() / "fixtures" / "checkpoints"
 WIKITEXT = Path("/work/shared/data/wikitext2_gpt1")
 GPT_TINY = {"n_embd": 32, "n_head": 2, "n_positions": 128, "n_layer": 2}
 

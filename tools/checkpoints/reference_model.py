@@ -22,8 +22,9 @@ from types import ModuleType
 
 import torch
 from torch import nn
+from grader import project_root
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = project_root()
 DEFAULT_REFERENCE_DIR = REPO_ROOT / "reference" / "cmu_11667_a2"
 REFERENCE_ENV = "LMGRADE_CKPT_REFERENCE"
 VARIANTS = ("pre_ln", "post_ln")  # post_ln: an entry of the reference's variants.yaml

@@ -22,8 +22,9 @@ import tempfile
 from pathlib import Path
 
 import tiktoken
+from grader import project_root
 
-FIXTURE_DIR = Path(__file__).resolve().parents[2] / "fixtures" / "cmu_11667_a2" / "tokenizer"
+FIXTURE_DIR = project_root() / "fixtures" / "cmu_11667_a2" / "tokenizer"
 RANKS_FILE = "fixture_bpe.tiktoken"
 TEXT_FILE = "corpus.txt"
 ENCODING_NAME = "lmgrade_fixture_bpe"

@@ -11,8 +11,9 @@ from pathlib import Path
 from tools.duke_ece661_hw3.imdb import write_imdb_csv
 from tools.duke_ece661_hw3.tiny_gpt2 import write_tiny_gpt2
 from tools.duke_ece661_hw3.wikitext import write_wikitext
+from grader import project_root
 
-DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "fixtures" / "duke_ece661_hw3"
+DEFAULT_ROOT = project_root() / "fixtures" / "duke_ece661_hw3"
 
 
 def make_fixtures(root: Path = DEFAULT_ROOT) -> None:

@@ -13,8 +13,9 @@ import nbformat
 import yaml
 
 from grader.notebook import py_to_notebook
+from grader import project_root
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = project_root()
 ASSIGNMENT = "duke_ece661_hw3"
 
 

@@ -17,8 +17,9 @@ import subprocess
 import sys
 from itertools import accumulate
 from pathlib import Path
+from grader import project_root
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = project_root()
 REFERENCE = ROOT / "reference" / "mila_ift6135_a2"
 DATA = ROOT / "fixtures" / "mila_ift6135_a2" / "data"
 PER_EPOCH = ("train_ppls", "valid_ppls", "train_times", "valid_times")
