@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.lmgrade-installed
 JOBS ?= auto
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test test-fast lint format clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -31,8 +31,20 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -n $(JOBS) -q
 
-lint: install
-	$(BIN)/ruff check grader tools tests benchmarks
+# The edit-run loop: unit tests of compare, values, the oracle rules, the rubric parser, staging and
+# the static rules; no grading, no course environment (under 60 s).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q tests/unit
+
+LINTED := grader tools tests benchmarks lmgrade.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix $(LINTED)
+	$(BIN)/ruff format $(LINTED)
 
 clean:
 	rm -rf $(VENV) demo-out .lmgrade

@@ -257,7 +257,7 @@ def _copy_row(original: Row, submission: Submission, results_dir: Path) -> Row:
 def grade_one(assignment: Assignment, submission: Submission, results_dir: Path, *,
               budget: float | None = None) -> Row:
     """Never raises: whatever goes wrong becomes the row's error."""
-    from grader.runner import grade
+    from grader.runner import NOTHING_TO_GRADE, grade
 
     started = time.time()
     if submission.folder is None:
@@ -268,7 +268,8 @@ def grade_one(assignment: Assignment, submission: Submission, results_dir: Path,
                        label=submission.id, warm=True, **extra)
     except Exception as err:  # noqa: BLE001 - one bad submission must not stop the batch
         return Row(submission, error=f"{type(err).__name__}: {err}", seconds=time.time() - started)
-    if report.tests and all(t.outcome == "not run" for t in report.tests):
+    handed_in_nothing = any(n.startswith(NOTHING_TO_GRADE) for n in report.notes)
+    if report.tests and all(t.outcome == "not run" for t in report.tests) and not handed_in_nothing:
         # the suite never started (the grader's set-up failed): not a zero the student earned
         why = "; ".join(report.notes) or (report.log_tail.strip().splitlines() or ["the test process did not start"])[-1]
         return Row(submission, error=f"nothing was run: {why}", seconds=time.time() - started)

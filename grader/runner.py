@@ -162,11 +162,14 @@ def _stage(assignment, submission, tmp_path: Path, opts: GradeOptions, notes: li
         return None
     if not staged.found and submission is not None:
         expected = " and ".join(" or ".join(names) for names in assignment.modules.values())
-        notes.append(f"nothing to grade: the submission has no {expected}, the files the handout names; "
+        notes.append(f"{NOTHING_TO_GRADE}: the submission has no {expected}, the files the handout names; "
                      "no test was run")
         return None
     notes += list(staged.notes) + [f"{alias}: {msg}" for alias, msg in staged.errors.items()]
     return staged
+
+
+NOTHING_TO_GRADE = "nothing to grade"  # the note of a submission with none of the handout's files
 
 
 class _StopOnSignal:
@@ -579,6 +582,9 @@ def child_env(home: Path | None = None) -> dict[str, str]:
         "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
         "TRANSFORMERS_VERBOSITY": "error", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
         "OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", "1"),
+        # pyarrow's jemalloc (pandas, datasets) starts a background thread at import, and a process
+        # with a thread cannot be forked safely: the warm grader would fall back to cold starts
+        "JE_ARROW_MALLOC_CONF": "background_thread:false",
     })
     if home is not None:
         for var in ("HOME", "TMPDIR", "XDG_CACHE_HOME", "MPLCONFIGDIR", "HF_HOME"):

@@ -110,8 +110,14 @@ PUBLIC_SNAPSHOTS = "cmu_10423_hw3"  # an assignment whose public tests check val
 
 def project_copy(assignment_id: str, dest: Path) -> Path:
     """The parts of this project one assignment needs, copied (to break them on purpose)."""
+    source = load_assignment(assignment_id)
     for part in ("reference", "student_template", "test_suites", "fixtures"):
-        shutil.copytree(load_assignment(assignment_id).root / part / assignment_id, dest / part / assignment_id)
+        shutil.copytree(source.root / part / assignment_id, dest / part / assignment_id)
+    for kind in ("mutants", "alternatives"):  # check-suite's minimum of mutants holds for the copy too
+        edits = source.root / "tests" / kind / f"{assignment_id}.yaml"
+        if edits.is_file():
+            (dest / "tests" / kind).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(edits, dest / "tests" / kind / edits.name)
     return dest
 
 
