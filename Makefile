@@ -34,7 +34,7 @@ test: install
 # The edit-run loop: unit tests of compare, values, the oracle rules, the rubric parser, staging and
 # the static rules; no grading, no course environment (under 60 s).
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q tests/unit
+	$(BIN)/python -m pytest -q -p no:xdist tests/unit tests/engine/test_staging.py
 
 LINTED := grader tools tests benchmarks lmgrade.py
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 REF = ROOT / "reference" / "cmu_10423_hw3"
 FIXTURES = ROOT / "fixtures" / "cmu_10423_hw3"
 MODULES = ("lora", "model", "dataloader", "configurator", "train", "generate")

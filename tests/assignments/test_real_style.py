@@ -20,7 +20,7 @@ from grader.assignment import load_assignment
 from grader.notebook import py_to_notebook
 from grader.runner import grade
 
-CASES = Path(__file__).parent / "real_style"
+CASES = Path(__file__).parents[1] / "real_style"
 # What the grader says about each case, besides the full marks.
 NOTES = {
     "cmu_11667_a2/package_layout": "kept the package `lm` and imported them as lm.model",

@@ -12,7 +12,7 @@ import torch
 
 from tools.cmu_11667_a2 import tokenizer as tok_tool
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = ROOT / "reference" / "cmu_11667_a2"
 MODULES = ("utils", "model", "train", "generate", "classify")
 

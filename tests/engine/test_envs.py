@@ -32,7 +32,7 @@ from grader.envs import (
     environment_key,
 )
 
-TOY = Path(__file__).parent / "engine_toy"
+TOY = Path(__file__).parents[1] / "engine_toy"
 SMALLEST = "mila_ift6135_a2"  # the course environment with the fewest packages
 PANDAS_2 = (
     "duke_ece661_hw3"  # transformers 4.x and pandas 2.x, where lmgrade's own venv has 5.x and 3.x

@@ -16,7 +16,7 @@ import pytest
 
 from grader.judges import Evidence, load_rulebook
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ASSIGNMENT = "cmu_10423_hw3"
 
 

@@ -24,7 +24,7 @@ from tools.checkpoints.reference_model import VARIANTS, Architecture, build_mode
 from tools.checkpoints.results import read_results
 from tools.checkpoints.runner import CheckSettings, Prefetcher, run_check
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "checkpoints"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "checkpoints"
 TINY_CONFIG = {
     "model_config": {"n_embd": 8, "n_head": 2, "n_positions": 16, "n_layer": 1},
     "batch_size": 4,

@@ -53,7 +53,7 @@ from grader.assignment import load_assignment
 from grader.results import build_results, validate
 from grader.runner import grade
 
-CASES_DIR = Path(__file__).parent / "adversarial"
+CASES_DIR = Path(__file__).parents[1] / "adversarial"
 CASES = sorted(p.name for p in CASES_DIR.iterdir() if p.is_dir()) if CASES_DIR.is_dir() else []
 # Per-test timeout (seconds); LMGRADE_ADV_TIMEOUT overrides it. The honest toy tests take well
 # under 1 s each; 8 s leaves room for two xdist workers on two loaded cores, and bounds what the

@@ -22,7 +22,7 @@ from grader.mutants import (
 )
 from grader.notebook import extract_cells, notebook_to_py, py_to_notebook
 
-TOY = Path(__file__).parent / "engine_toy"
+TOY = Path(__file__).parents[1] / "engine_toy"
 
 
 @pytest.fixture

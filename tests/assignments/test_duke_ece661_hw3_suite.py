@@ -14,7 +14,7 @@ import pytest
 from grader.judges import Evidence, load_rulebook
 
 ASSIGNMENT = "duke_ece661_hw3"
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from grader.mutants import grade_mutant, list_mutants
 from tools.checkpoints.config_file import StudentConfig, read_config
 from tools.cmu_11667_a2.flop_budgets import final_budget_problem, study_budget, train_flops
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ASSIGNMENT = load_assignment("cmu_11667_a2")
 MUTANTS = {m.name: m for m in list_mutants(ASSIGNMENT)}
 

@@ -21,7 +21,7 @@ from grader.assignment import load_assignment
 from grader.judges import Evidence, load_rulebook
 
 ID = "mila_ift6135_a2"
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SUITE = ROOT / "test_suites" / ID
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "engine.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "engine.md"
 KINDS = inspect.Parameter
 
 
