@@ -61,9 +61,8 @@ class BuildError(RuntimeError):
 def build_autograder(assignment: Assignment, out: Path, *, time_limit: int = GRADESCOPE_TIME_LIMIT,
                      stale_template_ok: bool = False) -> Path:
     """Write Gradescope's autograder zip for ``assignment`` to ``out``."""
-    # the environment first: check-suite re-records the snapshots in it
-    env = course_environment(assignment, installable=True)
     check_sources(assignment, stale_template_ok=stale_template_ok)
+    env = course_environment(assignment, installable=True)
     with tempfile.TemporaryDirectory(prefix="lmgrade-build-") as tmp:
         root = Path(tmp) / "autograder"
         stage_autograder(assignment, root, time_limit=time_limit, env=env)
@@ -100,19 +99,20 @@ def check_sources(assignment: Assignment, *, stale_template_ok: bool = False) ->
     manifest_path = assignment.snapshots_dir / "manifest.json"
     if not manifest_path.is_file():
         raise BuildError(f"no snapshots for {assignment.id} ({manifest_path} missing): run `lmgrade record {assignment.id}`")
-    try:
-        found = check_suite(assignment)
-    except CourseEnvError as err:  # check-suite re-records in the course environment
-        raise BuildError(f"the course environment of {assignment.id} does not install: {err}") from None
-    suite = [p for p in found if stale_template_ok is False or not p.startswith("template:")]
-    if suite:
-        raise BuildError(f"`lmgrade check-suite {assignment.id}` found {len(suite)} problem(s):\n  " + "\n  ".join(suite))
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     for rel, digest in manifest.get("files", {}).items():
         path = assignment.snapshots_dir / rel
         if not path.is_file() or _sha256(path.read_bytes()) != digest:
             raise BuildError(f"snapshot {rel} of {assignment.id} is missing or does not match the manifest: "
                              f"run `lmgrade record {assignment.id}`")
+    try:
+        found = check_suite(assignment)
+    except CourseEnvError as err:  # check-suite re-records in the course environment
+        lock = assignment.suite_dir / "environment.lock"
+        raise BuildError(f"the course environment of {assignment.id} does not install from {lock}: {err}") from None
+    suite = [p for p in found if stale_template_ok is False or not p.startswith("template:")]
+    if suite:
+        raise BuildError(f"`lmgrade check-suite {assignment.id}` found {len(suite)} problem(s):\n  " + "\n  ".join(suite))
 
 
 def course_environment(assignment: Assignment, *, installable: bool = False) -> Environment:

@@ -20,6 +20,7 @@ own tests run the same function.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import importlib
 import json
 import subprocess
@@ -119,13 +120,38 @@ def _known_names(name: str) -> list[str]:
 
 # -- the snapshots against the suite -------------------------------------------------------------
 
+# Recording is the expensive part of the check (a full run of the suite per variant); building both
+# zips checks the same sources twice. Results are kept per process, keyed by every input's stat.
+_RECORDED: dict[str, list[str]] = {}
+
+
+def _inputs_fingerprint(assignment: Assignment) -> str:
+    """Path, size and mtime of every file the recording reads: any edit changes it."""
+    digest = hashlib.sha256(f"{assignment.id}\0{assignment.root}".encode())
+    folders = (assignment.reference_dir, assignment.suite_dir, assignment.snapshots_dir, assignment.fixtures_dir)
+    for folder in folders:
+        for path in sorted(folder.rglob("*")) if folder.is_dir() else ():
+            if "__pycache__" in path.parts or not path.is_file():
+                continue
+            st = path.stat()
+            digest.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
 def snapshot_problems(assignment: Assignment) -> list[str]:
     """Record the reference afresh and compare with what is stored."""
-    from grader.record import RecordError, record
-
     stored_root = assignment.snapshots_dir
     if not (stored_root / "manifest.json").is_file():
         return [f"no snapshots ({stored_root}/manifest.json missing): run `lmgrade record {assignment.id}`"]
+    key = _inputs_fingerprint(assignment)
+    if key not in _RECORDED:
+        _RECORDED[key] = _record_and_compare(assignment, stored_root)
+    return list(_RECORDED[key])
+
+
+def _record_and_compare(assignment: Assignment, stored_root: Path) -> list[str]:
+    from grader.record import RecordError, record
+
     with tempfile.TemporaryDirectory(prefix="lmgrade-check-") as tmp:
         fresh_root = Path(tmp) / "snapshots"
         try:

@@ -209,8 +209,9 @@ def test_real_assignments_build_without_the_reference(assignment_id, tmp_path):
             assert not {hashlib.sha256(zf.read(n)).hexdigest() for n in names} & secret.keys()
     with zipfile.ZipFile(tmp_path / "h.zip") as zf:
         assert not [n for n in zf.namelist() if "hidden" in n.split("/") and not n.startswith("grader/")]
+        twins = set(assignment.notebooks.values())  # a notebook's .py source is not handed out
         for path in assignment.template_dir.rglob("*"):  # the template, every file as it is
-            if path.is_file() and "__pycache__" not in path.parts:
+            if path.is_file() and "__pycache__" not in path.parts and path.name not in twins:
                 assert zf.read(path.relative_to(assignment.template_dir).as_posix()) == path.read_bytes(), path
         names = handout_names(assignment)
         assert {names["readme"], names["requirements"], "conftest.py", "pytest.ini"} <= set(zf.namelist())
