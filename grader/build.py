@@ -571,7 +571,7 @@ def add_parsers(subparsers) -> None:
 def cmd_build_autograder(args) -> int:
     assignment = load_assignment(args.assignment)
     if args.time_limit < 60:
-        print(f"error: --time-limit must be at least 60 seconds (got {args.time_limit})", file=sys.stderr)
+        print(f"error: --time-limit must be at least 60 seconds (got {args.time_limit})", file=sys.stderr)  # noqa: T201
         return 2
     out = args.out or Path(f"{assignment.id}-autograder.zip")
     return _report(lambda: build_autograder(assignment, out, time_limit=args.time_limit,
@@ -588,12 +588,12 @@ def _report(build, what: str) -> int:
     try:
         path = build()
     except BuildError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {err}", file=sys.stderr)  # noqa: T201
         return 1
     except OSError as err:  # an output path that cannot be written
-        print(f"error: cannot write the {what} zip: {err}", file=sys.stderr)
+        print(f"error: cannot write the {what} zip: {err}", file=sys.stderr)  # noqa: T201
         return 1
     with zipfile.ZipFile(path) as zf:
         n, size = len(zf.infolist()), sum(i.compress_size for i in zf.infolist())
-    print(f"{what} zip written to {path} ({n} files, {size / 1e6:.1f} MB)")
+    print(f"{what} zip written to {path} ({n} files, {size / 1e6:.1f} MB)")  # noqa: T201
     return 0

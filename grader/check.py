@@ -312,7 +312,7 @@ def export(submission: str | Path | None = None, out: str | Path = "submission.z
     assignment = find_assignment(folder)
     files, problems, notes = [], [], []
     present = {p.name for p in folder.iterdir() if p.is_file()}
-    for alias, names in assignment.modules.items():
+    for names in assignment.modules.values():
         here = [n for n in names if (folder / n).is_file()]
         if here:
             files += here
@@ -354,11 +354,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.verb == "check":
             result = check(args.question, submission=args.submission, namespace={})
-            print(result)
+            print(result)  # noqa: T201
             return 0 if result.passed else 1
         result = export(args.submission, args.out)
-        print(result)
+        print(result)  # noqa: T201
         return 0 if result.path else 1
     except CheckError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {err}", file=sys.stderr)  # noqa: T201
         return 2

@@ -165,7 +165,7 @@ def cmd_grade(args) -> int:
             report = grade(assignment, folder, results_path=args.results, timeout=args.timeout,
                            budget=args.time_budget, label=str(args.submission))
     if args.json:
-        print(json.dumps(build_results(report), indent=2))
+        print(json.dumps(build_results(report), indent=2))  # noqa: T201
         return 0
     print_report(report, verbose=args.verbose)
     if args.results:

@@ -742,7 +742,7 @@ def _warn_current(env: Environment) -> None:
     global _warned_current
     if not _warned_current:
         _warned_current = True
-        print(
+        print(  # noqa: T201
             f"lmgrade: {ENV_VAR}=current: tests run in {sys.executable}, not in the course "
             "environment of "
             f"{env.assignment_id} (its lock: {env.lock_path})",
@@ -751,7 +751,7 @@ def _warn_current(env: Environment) -> None:
 
 
 def _stderr_progress(message: str) -> None:
-    print(f"lmgrade: {message}", file=sys.stderr, flush=True)
+    print(f"lmgrade: {message}", file=sys.stderr, flush=True)  # noqa: T201
 
 
 # -- reporting -------------------------------------------------------------------------------------

@@ -15,11 +15,10 @@ from collections import Counter
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
-import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from grader.rules import OP_GROUPS, expand  # noqa: F401 - re-exported: the names a rule covers
+from grader.rules import OP_GROUPS, expand
 
 
 class ForbiddenOperation(RuntimeError):
@@ -145,4 +144,4 @@ def count_ops(fn, *args, **kwargs) -> tuple[int, Counter]:
     return sum(counter.ops.values()), counter.ops
 
 
-__all__ = ["ForbiddenOperation", "OP_GROUPS", "Violation", "count_ops", "expand", "forbid"]
+__all__ = ["OP_GROUPS", "ForbiddenOperation", "Violation", "count_ops", "expand", "forbid"]

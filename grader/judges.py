@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Evidence", "JudgeError", "RuleBook", "rule", "as_array", "load_rulebook"]
+__all__ = ["Evidence", "JudgeError", "RuleBook", "as_array", "load_rulebook", "rule"]
 
 
 class JudgeError(ValueError):

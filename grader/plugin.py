@@ -24,10 +24,8 @@ option (a student's local ``pytest``) it compares with the public snapshots and 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import random
 import sys
 import tempfile
 import time
@@ -41,9 +39,9 @@ from grader import childargs, compat, gradescope
 from grader.assignment import Assignment, RubricError, assignment_from_child_view, is_public, load_assignment
 from grader.compare import Tolerance
 from grader.judges import Evidence, RuleBook, load_rulebook
-from grader.seeding import seed_everything, seed_for
 from grader.oracle import OracleClient
 from grader.report import MAX_MESSAGE
+from grader.seeding import seed_everything, seed_for
 from grader.snapshots import SnapshotStore, SnapshotWriter
 from grader.submission import (
     Modules,

@@ -300,7 +300,7 @@ def _fixed(iterable: ast.AST) -> bool:
 
 
 def _find_function(tree: ast.AST, parts: list[str]):
-    scope = tree.body if isinstance(tree, ast.Module) else tree.body
+    scope = tree.body
     for part in parts:
         match = next((n for n in scope if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
                       and n.name == part), None)

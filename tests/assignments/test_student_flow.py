@@ -118,7 +118,7 @@ def test_a_student_fills_one_function_checks_exports_and_is_graded(assignment_id
         assert not [n for n in a.notebooks.values() if (handout / n).exists()], "a notebook course gets no .py twins"
     _fill(a, handout, file, qualname)
 
-    test_file, test_name = test_id.split("::")
+    _, test_name = test_id.split("::")
     bare = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", test_name],
                           cwd=handout, capture_output=True, text=True, timeout=600, env=_env(), check=False)
     assert f"{test_name} PASSED" in bare.stdout or " passed" in bare.stdout.splitlines()[-1], bare.stdout[-3000:]

@@ -434,7 +434,7 @@ def _check_results(results_path: Path, report, toy, case: str, max_bytes: int | 
     try:
         results = json.loads(text)
         validate(results)
-    except Exception as err:  # noqa: BLE001 - any parse or schema error is the finding
+    except Exception as err:
         return problems + [f"results.json does not parse or validate: {type(err).__name__}: {str(err)[:300]}"]
     if results != json.loads(json.dumps(build_results(report))):
         problems.append("results.json is not what the parent built from its report (something else wrote it)")

@@ -33,7 +33,7 @@ def load_module(source, tmp_path, name="extracted"):
     path = tmp_path / f"{name}.py"
     path.write_text(source)
     namespace: dict = {"__name__": name}
-    exec(compile(source, str(path), "exec"), namespace)  # noqa: S102 - our own extracted text
+    exec(compile(source, str(path), "exec"), namespace)
     return namespace
 
 
