@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import json
 import os
 import sys
@@ -16,7 +17,8 @@ from rich.table import Table
 from grader import __version__, project_root
 from grader.assignment import RubricError, list_assignments, load_assignment
 
-console = Console(highlight=False)
+# wide enough for tables when writing to a file or a CI log (rich's default there is 80 columns)
+console = Console(highlight=False, width=max(120, shutil.get_terminal_size((120, 24)).columns))
 err_console = Console(stderr=True, highlight=False)
 
 STATUS_STYLE = {"passed": "green", "failed": "red", "error": "red", "timeout": "magenta",

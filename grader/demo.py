@@ -20,8 +20,10 @@ from grader.runner import grade
 def run_demo(assignment_ids: list[str], out: Path, *, n_mutants: int, jobs: int, console) -> int:
     out.mkdir(parents=True, exist_ok=True)
     table = Table(title="lmgrade demo: autograded scores")
-    for col in ("assignment", "submission", "score", "tests passed", "note"):
-        table.add_column(col)
+    # one line per submission: the fixed columns keep their width, the note is cut to what is left
+    # one line per submission in 120 columns: long names and notes are cut (results.json has them whole)
+    for col, width in (("assignment", 15), ("submission", 32), ("score", 7), ("tests passed", 12), ("note", 34)):
+        table.add_column(col, no_wrap=True, overflow="ellipsis", min_width=min(width, 15), max_width=width)
     status = 0
     for aid in assignment_ids:
         assignment = load_assignment(aid)
