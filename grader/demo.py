@@ -17,10 +17,13 @@ from grader.assignment import load_assignment
 from grader.mutants import grade_mutant, list_mutants
 from grader.runner import grade
 
+def mutant_label(label: str) -> bool:
+    return label.startswith("mutant ")
+
+
 def run_demo(assignment_ids: list[str], out: Path, *, n_mutants: int, jobs: int, console) -> int:
     out.mkdir(parents=True, exist_ok=True)
     table = Table(title="lmgrade demo: autograded scores")
-    # one line per submission: the fixed columns keep their width, the note is cut to what is left
     # one line per submission in 120 columns: long names and notes are cut (results.json has them whole)
     for col, width in (("assignment", 15), ("submission", 32), ("score", 7), ("tests passed", 12), ("note", 34)):
         table.add_column(col, no_wrap=True, overflow="ellipsis", min_width=min(width, 15), max_width=width)
@@ -48,6 +51,8 @@ def run_demo(assignment_ids: list[str], out: Path, *, n_mutants: int, jobs: int,
             if label == "reference" and report.score < report.max_score:
                 status = 1
             if label == "template" and report.score > 0:
+                status = 1
+            if mutant_label(label) and report.score >= report.max_score:  # a bug the suite missed
                 status = 1
         table.add_section()
     console.print(table)
