@@ -29,14 +29,17 @@ import logging
 import os
 import re
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import zipfile
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from itertools import combinations
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -47,6 +50,7 @@ from grader.assignment import Assignment, load_assignment
 
 if TYPE_CHECKING:  # the runner is imported when grading starts, not by every `lmgrade` command
     from grader.report import GradeReport
+    from grader.runner import StopFlag
 
 METADATA_FILE = "submission_metadata.yml"
 SIMILARITY_THRESHOLD = 0.8
@@ -65,6 +69,11 @@ MAX_YAML_ALIASES = 100  # Gradescope's metadata uses none
 MAX_YAML_NODES = 2_000_000  # values read once aliases are expanded (an alias bomb expands to billions)
 MAX_SIMILARITY_FILE_CHARS = 512 * 1024  # a file past this is left out of the similarity report
 SIMILARITY_TIME_LIMIT = 600.0  # seconds for all pairs; the report says if it stopped early
+STATE_FILE = "batch-state.json"  # what finished, by content hash: `--resume` reads it
+STATE_VERSION = 1
+NOT_GRADED = "not graded: batch was interrupted"
+# what a batch writes into its output folder: `--force` removes these, and only these
+OUTPUTS = ("grades.csv", "report.html", "similarity.csv", STATE_FILE, "results", "figures")
 
 
 class BatchError(RuntimeError):
@@ -184,25 +193,122 @@ class Row:
     error: str = ""
     seconds: float = 0.0
     same_as: str = ""  # the submission whose identical staged files were graded instead
+    interrupted: bool = False  # not graded because the batch was stopped: --resume grades it
+    resumed: bool = False  # graded by an earlier, interrupted run of the same batch
 
     @property
     def graded(self) -> bool:
         return self.report is not None
 
 
+class BatchState:
+    """What an output folder's batch has finished, in ``batch-state.json``, so ``--resume``
+    grades only the rest.
+
+    Finished reports are kept by the content hash of the staged files (``staged_key``), not by
+    submission id: a student who resubmitted between the runs has a new hash and is graded
+    again, and identical code keeps getting the identical grade. The file is rewritten
+    (atomically) after every finished submission, so even a batch killed with SIGKILL resumes
+    from what it had finished.
+    """
+
+    def __init__(self, path: Path, assignment: Assignment, reports: dict | None = None,
+                 submissions: dict | None = None):
+        self.path, self.assignment = path, assignment
+        self.reports: dict[str, dict] = reports or {}  # staged key -> report, as JSON
+        self.submissions: dict[str, str] = submissions or {}  # submission id -> staged key
+        self.interrupted = False
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, path: Path, assignment: Assignment) -> BatchState:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise BatchError(f"cannot read {path} to resume from it: {err}") from err
+        if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
+            raise BatchError(f"{path} is not a batch state this lmgrade can resume from")
+        if data.get("assignment") != assignment.id:
+            raise BatchError(f"{path} is a batch of {data.get('assignment')}, not {assignment.id}: "
+                             "give another output folder")
+        return cls(path, assignment, dict(data.get("reports") or {}), dict(data.get("submissions") or {}))
+
+    def report_for(self, key: str | None, label: str) -> GradeReport | None:
+        """The finished report for these staged files, or None if they were never graded."""
+        from grader.report import GradeReport, TestResult
+
+        data = self.reports.get(key) if key is not None else None
+        if data is None:
+            return None
+        tests = [TestResult(**t) for t in data["tests"]]
+        return GradeReport(assignment=self.assignment, submission=label, tests=tests, notes=list(data["notes"]),
+                           execution_time=float(data["execution_time"]))
+
+    def record(self, submission_id: str, key: str | None, report: GradeReport) -> None:
+        with self._lock:
+            if key is not None:
+                self.reports[key] = {"tests": [asdict(t) for t in report.tests], "notes": list(report.notes),
+                                     "execution_time": report.execution_time}
+                self.submissions[submission_id] = key
+            self._save()
+
+    def save(self, *, interrupted: bool) -> None:
+        with self._lock:
+            self.interrupted = interrupted
+            self._save()
+
+    def _save(self) -> None:
+        from grader.results import write_json_atomic
+
+        write_json_atomic({"version": STATE_VERSION, "assignment": self.assignment.id,
+                           "interrupted": self.interrupted, "submissions": self.submissions,
+                           "reports": self.reports}, self.path)
+
+
 def grade_all(assignment: Assignment, submissions: list[Submission], results_dir: Path, *,
-              jobs: int = 2, dedupe: bool = True, budget: float | None = None, on_done=None) -> list[Row]:
+              jobs: int = 2, dedupe: bool = True, budget: float | None = None, on_done=None,
+              stop: StopFlag | None = None, state: BatchState | None = None) -> list[Row]:
     """Grade every submission (``jobs`` at once); rows come back in the input's order.
 
     With ``dedupe``, submissions whose staged files are identical (the untouched template
     handed in twice, a copied solution) are graded once and share the report, so identical
-    code always gets the identical grade.
+    code always gets the identical grade. With ``state``, staged files an earlier run of the
+    batch finished are not graded again, and each finished grading is recorded there. Once
+    ``stop`` is requested, running gradings stop within a second and the rest are not started:
+    their rows say the batch was interrupted.
     """
     results_dir.mkdir(parents=True, exist_ok=True)
-    originals, copies = split_duplicates(assignment, submissions) if dedupe else (submissions, [])
+    keys = {s.id: staged_key(assignment, s.folder) if s.folder is not None else None for s in submissions}
+    first: dict[str, str] = {}  # staged key -> the first submission with it (the one graded)
+    for s in submissions:
+        if keys[s.id] is not None:
+            first.setdefault(keys[s.id], s.id)
     rows: dict[str, Row] = {}
+    todo = []
+    for s in submissions:
+        report = state.report_for(keys[s.id], s.id) if state is not None else None
+        if report is None:
+            todo.append(s)
+            continue
+        same_as = first[keys[s.id]] if dedupe and first[keys[s.id]] != s.id else ""
+        rows[s.id] = Row(s, report=report, resumed=True, same_as=same_as)
+        results = results_dir / f"{_safe_name(s.id)}.json"
+        if not results.is_file():
+            from grader.results import write_results
+
+            write_results(report, results)
+        if on_done:
+            on_done(rows[s.id])
+    originals, copies = split_duplicates(todo, keys) if dedupe else (todo, [])
+
+    def grade_and_record(s: Submission) -> Row:
+        row = grade_one(assignment, s, results_dir, budget=budget, stop=stop)
+        if state is not None and row.report is not None:
+            state.record(s.id, keys[s.id], row.report)
+        return row
+
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        futures = [pool.submit(grade_one, assignment, s, results_dir, budget=budget) for s in originals]
+        futures = [pool.submit(grade_and_record, s) for s in originals]
         for future in as_completed(futures):
             row = future.result()
             rows[row.submission.id] = row
@@ -210,18 +316,21 @@ def grade_all(assignment: Assignment, submissions: list[Submission], results_dir
                 on_done(row)
     for submission, original in copies:
         rows[submission.id] = _copy_row(rows[original.id], submission, results_dir)
+        if state is not None and rows[submission.id].report is not None:
+            state.record(submission.id, keys[submission.id], rows[submission.id].report)
         if on_done:
             on_done(rows[submission.id])
     return [rows[s.id] for s in submissions]
 
 
-def split_duplicates(assignment: Assignment, submissions: list[Submission]
+def split_duplicates(submissions: list[Submission], keys: dict[str, str | None]
                      ) -> tuple[list[Submission], list[tuple[Submission, Submission]]]:
-    """(submissions to grade, [(duplicate, the earlier submission it is identical to)])."""
+    """(submissions to grade, [(duplicate, the earlier submission it is identical to)]), by
+    their ``staged_key`` (None: graded on its own)."""
     first: dict[str, Submission] = {}
     originals, copies = [], []
     for s in submissions:
-        key = staged_key(assignment, s.folder) if s.folder is not None else None
+        key = keys.get(s.id)
         if key is not None and key in first:
             copies.append((s, first[key]))
             continue
@@ -233,9 +342,10 @@ def split_duplicates(assignment: Assignment, submissions: list[Submission]
 
 def staged_key(assignment: Assignment, folder: Path) -> str | None:
     """A hash of what grading sees: the staged files and what staging noted about them."""
+    from grader.sandbox import run_folder
     from grader.submission import stage
 
-    with tempfile.TemporaryDirectory(prefix="lmgrade-key-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="lmgrade-key-", dir=run_folder()) as tmp:
         try:
             staged = stage(assignment, folder, Path(tmp) / "staged")
         except Exception:  # noqa: BLE001 - graded on its own, where the error is reported
@@ -248,6 +358,8 @@ def staged_key(assignment: Assignment, folder: Path) -> str | None:
 
 
 def _copy_row(original: Row, submission: Submission, results_dir: Path) -> Row:
+    if original.interrupted:
+        return Row(submission, error=NOT_GRADED, interrupted=True)
     source = results_dir / f"{_safe_name(original.submission.id)}.json"
     if source.is_file():
         shutil.copyfile(source, results_dir / f"{_safe_name(submission.id)}.json")
@@ -255,19 +367,25 @@ def _copy_row(original: Row, submission: Submission, results_dir: Path) -> Row:
 
 
 def grade_one(assignment: Assignment, submission: Submission, results_dir: Path, *,
-              budget: float | None = None) -> Row:
+              budget: float | None = None, stop: StopFlag | None = None) -> Row:
     """Never raises: whatever goes wrong becomes the row's error."""
     from grader.runner import grade
 
     started = time.time()
     if submission.folder is None:
         return Row(submission, error="the export has no files for this submission")
+    if stop is not None and stop.requested:
+        return Row(submission, error=NOT_GRADED, interrupted=True)
+    results = results_dir / f"{_safe_name(submission.id)}.json"
     try:
         extra = {"budget": budget} if budget else {}  # tests not finished by then score 0, as on Gradescope
-        report = grade(assignment, submission.folder, results_path=results_dir / f"{_safe_name(submission.id)}.json",
-                       label=submission.id, warm=True, **extra)
+        report = grade(assignment, submission.folder, results_path=results, label=submission.id, warm=True,
+                       stop=stop, **extra)
     except Exception as err:  # noqa: BLE001 - one bad submission must not stop the batch
         return Row(submission, error=f"{type(err).__name__}: {err}", seconds=time.time() - started)
+    if report.interrupted:  # half a grading is no grade: --resume grades it whole
+        results.unlink(missing_ok=True)
+        return Row(submission, error=NOT_GRADED, interrupted=True, seconds=time.time() - started)
     if report.tests and all(t.outcome == "not run" for t in report.tests):
         # the suite never started (the grader's set-up failed): not a zero the student earned
         why = "; ".join(report.notes) or (report.log_tail.strip().splitlines() or ["the test process did not start"])[-1]
@@ -292,7 +410,8 @@ def write_grades_csv(assignment: Assignment, rows: list[Row], path: Path) -> Pat
             s = row.submission
             line = [s.id, s.people("name"), s.people("email"), s.people("sid")]
             if row.report is None:
-                writer.writerow(line + ["error", "", f"{assignment.total_points:g}"] + [""] * len(questions)
+                status = "not graded" if row.interrupted else "error"
+                writer.writerow(line + [status, "", f"{assignment.total_points:g}"] + [""] * len(questions)
                                 + [row.same_as, row.error])
                 continue
             per_q = question_points(row.report)
@@ -355,8 +474,10 @@ def tally_tests(assignment: Assignment, rows: list[Row]) -> list[Tally]:
 
 def score_summary(rows: list[Row], max_score: float) -> dict:
     scores = [r.report.score for r in rows if r.report]
+    missing = sum(1 for r in rows if r.interrupted)
     return {
-        "submissions": len(rows), "graded": len(scores), "errors": len(rows) - len(scores), "max_score": max_score,
+        "submissions": len(rows), "graded": len(scores), "errors": len(rows) - len(scores) - missing,
+        "missing": missing, "max_score": max_score,
         "mean": statistics.fmean(scores) if scores else 0.0, "median": statistics.median(scores) if scores else 0.0,
         "full_marks": sum(1 for s in scores if s >= max_score), "zero": sum(1 for s in scores if s == 0),
     }
@@ -546,7 +667,8 @@ def write_report(assignment: Assignment, rows: list[Row], pairs: list[Pair], out
         question_means=_question_means(assignment, rows), flagged=flagged[:MAX_REPORTED_PAIRS],
         n_flagged=len(flagged), n_pairs=len(pairs), threshold=threshold, names=names,
         generated=time.strftime("%Y-%m-%d %H:%M"), results_name=_safe_name,
-        errors=[r for r in rows if not r.graded], similarity_error=similarity_error,
+        errors=[r for r in rows if not r.graded and not r.interrupted], similarity_error=similarity_error,
+        missing=[r for r in rows if r.interrupted],
     )
     path = out / "report.html"
     path.write_text(html, encoding="utf-8")
@@ -566,33 +688,109 @@ class BatchResult:
     pairs: list[Pair]
     grades_csv: Path
     report: Path
+    interrupted: str = ""  # the signal that stopped the batch ("SIGINT"), or ""
+
+    @property
+    def missing(self) -> int:
+        return sum(1 for r in self.rows if r.interrupted)
+
+    @property
+    def resumed(self) -> int:
+        return sum(1 for r in self.rows if r.resumed)
 
 
 def run_batch(assignment: Assignment, export: Path, out: Path, *, jobs: int = 2, dedupe: bool = True,
-              budget: float | None = None,
-              threshold: float = SIMILARITY_THRESHOLD, progress: bool = False) -> BatchResult:
-    """Grade an export, then write grades.csv, results/, report.html and similarity.csv into ``out``."""
-    with tempfile.TemporaryDirectory(prefix="lmgrade-export-") as tmp:
+              budget: float | None = None, threshold: float = SIMILARITY_THRESHOLD, progress: bool = False,
+              resume: bool = False, force: bool = False, on_stop=None) -> BatchResult:
+    """Grade an export, then write grades.csv, results/, report.html and similarity.csv into ``out``.
+
+    An ``out`` that already holds files is refused unless ``resume`` (grade only what the batch
+    state there does not have) or ``force`` (grade everything again, replacing the batch's files).
+    SIGINT and SIGTERM stop the batch (``on_stop(signal name)`` is called at once): running
+    gradings are stopped, the rest are not started, and the files are written for what finished,
+    with the missing submissions marked; a second signal gives up at once (KeyboardInterrupt).
+    """
+    from grader.runner import StopFlag
+    from grader.sandbox import run_folder
+
+    # in the run folder, beside the gradings' own (LMGRADE_RUN_ROOT under root): one place to
+    # look for what a batch leaves behind, and it leaves nothing, however it is stopped
+    with tempfile.TemporaryDirectory(prefix="lmgrade-export-", dir=run_folder()) as tmp:
         root = unpack_export(Path(export), Path(tmp))
         submissions = read_export(root)
         if not submissions:
             raise BatchError(f"no submissions in {export}: expected {METADATA_FILE} beside the "
                              "submission folders, or one folder per student")
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise BatchError(f"cannot create the output folder {out}: {err}") from err
-        rows = _grade_with_progress(assignment, submissions, out / "results", jobs, dedupe, budget, progress)
+        state = _prepare_out(assignment, out, resume=resume, force=force)
+        stop = StopFlag()
+        with _stop_on_signals(stop, on_stop):
+            rows = _grade_with_progress(assignment, submissions, out / "results", jobs, dedupe, budget, progress,
+                                        stop, state)
+        state.save(interrupted=stop.requested)
         grades = write_grades_csv(assignment, rows, out / "grades.csv")  # first: the grades matter most
-        try:
-            pairs, similarity_error = find_similar(assignment, submissions), ""
-        except SimilarityStopped as stopped:
-            pairs, similarity_error = stopped.pairs, str(stopped)
-        except Exception as err:  # noqa: BLE001 - the grades matter more than the similarity report
-            pairs, similarity_error = [], f"{type(err).__name__}: {err}"
+        if stop.requested:  # the TA asked to stop: no minutes of similarity now, it comes with --resume
+            pairs, similarity_error = [], "not computed: the batch was interrupted (it is with --resume)"
+        else:
+            try:
+                pairs, similarity_error = find_similar(assignment, submissions), ""
+            except SimilarityStopped as stopped:
+                pairs, similarity_error = stopped.pairs, str(stopped)
+            except Exception as err:  # noqa: BLE001 - the grades matter more than the similarity report
+                pairs, similarity_error = [], f"{type(err).__name__}: {err}"
     write_similarity_csv(pairs, submissions, out / "similarity.csv", threshold)
     report = write_report(assignment, rows, pairs, out, threshold, similarity_error=similarity_error)
-    return BatchResult(rows=rows, pairs=pairs, grades_csv=grades, report=report)
+    return BatchResult(rows=rows, pairs=pairs, grades_csv=grades, report=report,
+                       interrupted=stop.signal_name if stop.requested else "")
+
+
+def _prepare_out(assignment: Assignment, out: Path, *, resume: bool, force: bool) -> BatchState:
+    """Check the output folder against --resume/--force and create it; the batch state to use."""
+    state_path = out / STATE_FILE
+    if out.is_dir() and any(out.iterdir()) and not (resume or force):
+        raise BatchError(f"{out} is not empty: give --resume to continue the batch graded there, "
+                         "or --force to grade again and replace its files")
+    if resume and out.is_dir() and any(out.iterdir()):
+        if not state_path.is_file():
+            raise BatchError(f"{out} holds no {STATE_FILE}, so there is nothing to resume: "
+                             "give --force to grade again and replace its files")
+        return BatchState.load(state_path, assignment)
+    if force and out.is_dir():
+        for name in OUTPUTS:
+            path = out / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise BatchError(f"cannot create the output folder {out}: {err}") from err
+    state = BatchState(state_path, assignment)
+    state.save(interrupted=False)
+    return state
+
+
+@contextmanager
+def _stop_on_signals(stop: StopFlag, on_stop=None):
+    """SIGINT/SIGTERM request ``stop`` (the pool's gradings poll it); a second one raises
+    KeyboardInterrupt. Only the main thread may install handlers: elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(signum, frame) -> None:
+        if stop.requested:
+            raise KeyboardInterrupt
+        stop.request(signal.Signals(signum).name)
+        if on_stop is not None:
+            on_stop(stop.signal_name)
+
+    old = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 def unpack_export(export: Path, tmp: Path) -> Path:
@@ -630,9 +828,11 @@ def check_zip(zf: zipfile.ZipFile, name: Path) -> None:
                              "(a zip bomb?): refused")
 
 
-def _grade_with_progress(assignment, submissions, results_dir, jobs, dedupe, budget, progress) -> list[Row]:
+def _grade_with_progress(assignment, submissions, results_dir, jobs, dedupe, budget, progress, stop=None,
+                         state=None) -> list[Row]:
     if not progress:
-        return grade_all(assignment, submissions, results_dir, jobs=jobs, dedupe=dedupe, budget=budget)
+        return grade_all(assignment, submissions, results_dir, jobs=jobs, dedupe=dedupe, budget=budget,
+                         stop=stop, state=state)
     from rich import progress as rp
 
     columns = (rp.TextColumn("grading"), rp.BarColumn(), rp.MofNCompleteColumn(), rp.TimeRemainingColumn(),
@@ -641,11 +841,12 @@ def _grade_with_progress(assignment, submissions, results_dir, jobs, dedupe, bud
         task = bar.add_task("", total=len(submissions))
 
         def done(row: Row) -> None:
-            score = f"{row.report.score:g}" if row.report else "error"
-            bar.update(task, advance=1, description=f"{row.submission.id}: {score}")
+            score = f"{row.report.score:g}" if row.report else "not graded" if row.interrupted else "error"
+            kept = " (from the earlier run)" if row.resumed else ""
+            bar.update(task, advance=1, description=f"{row.submission.id}: {score}{kept}")
 
         return grade_all(assignment, submissions, results_dir, jobs=jobs, dedupe=dedupe, budget=budget,
-                         on_done=done)
+                         on_done=done, stop=stop, state=state)
 
 
 # -- command line ---------------------------------------------------------------------------------
@@ -664,11 +865,22 @@ def add_parsers(subparsers) -> None:
                     "  results/<id>.json  the results.json Gradescope would have received\n"
                     "  report.html        score histogram, pass rate per test, most common failures,\n"
                     "                     the most similar pairs (figures/ beside it)\n"
-                    "  similarity.csv     every pair sharing code beyond the template (copydetect)",
-        epilog="example:\n  lmgrade batch cmu_11667_a2 assignment_123_export.zip -o grading/ --jobs 4")
+                    "  similarity.csv     every pair sharing code beyond the template (copydetect)\n"
+                    f"  {STATE_FILE}   what finished, by content hash (for --resume)\n"
+                    "Ctrl-C (or SIGTERM) stops the batch within seconds and still writes grades.csv and\n"
+                    "report.html for what finished, marking the rest 'not graded'; --resume grades the rest.",
+        epilog="example:\n  lmgrade batch cmu_11667_a2 assignment_123_export.zip -o grading/ --jobs 4\n"
+               "  lmgrade batch cmu_11667_a2 assignment_123_export.zip -o grading/ --resume   # after Ctrl-C")
     p.add_argument("assignment", metavar="ID", help="assignment id (see `lmgrade list`)")
     p.add_argument("export", type=Path, metavar="EXPORT", help="the export: a folder or a zip")
-    p.add_argument("-o", "--out", type=Path, required=True, metavar="OUT", help="output folder (created)")
+    p.add_argument("-o", "--out", type=Path, required=True, metavar="OUT",
+                   help="output folder (created; one that holds files needs --resume or --force)")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="continue the batch in OUT: submissions whose staged files it already graded "
+                            "are kept, the rest (and changed ones) are graded")
+    again.add_argument("--force", action="store_true",
+                       help="grade everything again, replacing the batch's files in OUT")
     p.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 2, metavar="N",
                    help="submissions graded at once (default: the number of CPUs, %(default)s here)")
     p.add_argument("--similarity-threshold", type=float, default=SIMILARITY_THRESHOLD, metavar="FRACTION",
@@ -693,18 +905,29 @@ def cmd_batch(args) -> int:
     if not 0 < args.similarity_threshold <= 1:
         print(f"error: --similarity-threshold must be in (0, 1] (got {args.similarity_threshold:g})", file=sys.stderr)
         return 2
+
+    def stopping(name: str) -> None:
+        print(f"\n{name}: stopping the batch (the running gradings are stopped; press Ctrl-C again to "
+              "quit at once, without writing grades.csv)", file=sys.stderr, flush=True)
+
     try:
         result = run_batch(assignment, args.export, args.out, jobs=args.jobs, dedupe=not args.grade_duplicates,
-                           budget=args.time_budget or None,
-                           threshold=args.similarity_threshold, progress=True)
+                           budget=args.time_budget or None, threshold=args.similarity_threshold, progress=True,
+                           resume=args.resume, force=args.force, on_stop=stopping)
     except BatchError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     summary = score_summary(result.rows, assignment.total_points)
     flagged = sum(1 for p in result.pairs if p.similarity >= args.similarity_threshold)
+    if result.resumed:
+        print(f"resumed: {result.resumed} submission(s) kept from the earlier run, "
+              f"{summary['submissions'] - result.resumed} graded now")
     print(f"graded {summary['graded']} of {summary['submissions']} submissions, mean score "
           f"{summary['mean']:.2f} / {summary['max_score']:g}; {summary['errors']} could not be graded "
           f"(see report.html); {flagged} similar pair(s) flagged")
+    if result.interrupted:
+        print(f"interrupted ({result.interrupted}): {result.missing} submission(s) not graded, marked "
+              f"'not graded' in grades.csv; run the same command with --resume to grade them")
     print(f"wrote {result.grades_csv}, {result.report}, {result.grades_csv.parent / 'similarity.csv'}, "
           f"{result.grades_csv.parent / 'results'}/")
-    return 0
+    return 130 if result.interrupted else 0
