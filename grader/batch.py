@@ -9,7 +9,13 @@ graded once and share the result, so identical code always gets the identical gr
 
 Written to the output folder:
 
-* ``grades.csv``: one row per submission (students, emails, ids, score, points per question);
+* ``grades.csv``: the detailed file, one row per submission (students, emails, ids, status,
+  score, points per question, the submission it is identical to, and notes: never empty for a
+  submission that lost points to staging, such as a syntax error or a missing file);
+* ``gradescope_grades.csv``: Gradescope's import format, one row per student (a group's members
+  each get the group's score): ``Name, SID, Email, Total Score`` and one column per question of
+  the rubric, named as Gradescope names them (``1: ops.py (10.0 pts)``); a submission that was
+  not graded has empty scores, so an upload leaves that student's grade alone;
 * ``results/<submission id>.json``: the results.json Gradescope would have received;
 * ``report.html`` with ``figures/*.png``: score histogram, pass rate per test, the most common
   failure messages per test, and the submission pairs whose code is most alike;
@@ -69,11 +75,12 @@ MAX_YAML_ALIASES = 100  # Gradescope's metadata uses none
 MAX_YAML_NODES = 2_000_000  # values read once aliases are expanded (an alias bomb expands to billions)
 MAX_SIMILARITY_FILE_CHARS = 512 * 1024  # a file past this is left out of the similarity report
 SIMILARITY_TIME_LIMIT = 600.0  # seconds for all pairs; the report says if it stopped early
+GRADESCOPE_CSV = "gradescope_grades.csv"
 STATE_FILE = "batch-state.json"  # what finished, by content hash: `--resume` reads it
 STATE_VERSION = 1
 NOT_GRADED = "not graded: batch was interrupted"
 # what a batch writes into its output folder: `--force` removes these, and only these
-OUTPUTS = ("grades.csv", "report.html", "similarity.csv", STATE_FILE, "results", "figures")
+OUTPUTS = ("grades.csv", GRADESCOPE_CSV, "report.html", "similarity.csv", STATE_FILE, "results", "figures")
 
 
 class BatchError(RuntimeError):
@@ -369,7 +376,7 @@ def _copy_row(original: Row, submission: Submission, results_dir: Path) -> Row:
 def grade_one(assignment: Assignment, submission: Submission, results_dir: Path, *,
               budget: float | None = None, stop: StopFlag | None = None) -> Row:
     """Never raises: whatever goes wrong becomes the row's error."""
-    from grader.runner import grade
+    from grader.runner import NOTHING_TO_GRADE, grade
 
     started = time.time()
     if submission.folder is None:
@@ -386,8 +393,10 @@ def grade_one(assignment: Assignment, submission: Submission, results_dir: Path,
     if report.interrupted:  # half a grading is no grade: --resume grades it whole
         results.unlink(missing_ok=True)
         return Row(submission, error=NOT_GRADED, interrupted=True, seconds=time.time() - started)
-    if report.tests and all(t.outcome == "not run" for t in report.tests):
+    handed_in_nothing = any(n.startswith(NOTHING_TO_GRADE) for n in report.notes)
+    if report.tests and all(t.outcome == "not run" for t in report.tests) and not handed_in_nothing:
         # the suite never started (the grader's set-up failed): not a zero the student earned
+        # (none of the handout's files is a zero the student earned, as on Gradescope)
         why = "; ".join(report.notes) or (report.log_tail.strip().splitlines() or ["the test process did not start"])[-1]
         return Row(submission, error=f"nothing was run: {why}", seconds=time.time() - started)
     return Row(submission, report=report, seconds=time.time() - started)
@@ -418,6 +427,31 @@ def write_grades_csv(assignment: Assignment, rows: list[Row], path: Path) -> Pat
             notes = "; ".join(row.report.notes)
             writer.writerow(line + ["graded", f"{row.report.score:g}", f"{row.report.max_score:g}"]
                             + [f"{per_q.get(q.number, 0.0):g}" for q in questions] + [row.same_as, notes])
+    return path
+
+
+def gradescope_question_column(question) -> str:
+    """A question's column as Gradescope writes it in its own grade exports: ``1: ops.py (10.0 pts)``."""
+    return f"{question.number}: {question.name} ({question.points:.1f} pts)"
+
+
+def write_gradescope_csv(assignment: Assignment, rows: list[Row], path: Path) -> Path:
+    """Gradescope's import format: one row per student, ``Name, SID, Email, Total Score`` and a
+    column per question; a group submission gives each member its score. A submission without
+    a grade (an error, an interrupted batch) has empty scores: uploading them changes nothing."""
+    questions = assignment.questions
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["Name", "SID", "Email", "Total Score"] + [gradescope_question_column(q) for q in questions])
+        for row in rows:
+            if row.report is not None:
+                per_q = question_points(row.report)
+                scores = [f"{row.report.score:g}"] + [f"{per_q.get(q.number, 0.0):g}" for q in questions]
+            else:
+                scores = [""] * (1 + len(questions))
+            people = row.submission.submitters or [{"name": row.submission.id}]
+            for person in people:
+                writer.writerow([person.get("name", ""), person.get("sid", ""), person.get("email", ""), *scores])
     return path
 
 
@@ -728,6 +762,7 @@ def run_batch(assignment: Assignment, export: Path, out: Path, *, jobs: int = 2,
                                         stop, state)
         state.save(interrupted=stop.requested)
         grades = write_grades_csv(assignment, rows, out / "grades.csv")  # first: the grades matter most
+        write_gradescope_csv(assignment, rows, out / GRADESCOPE_CSV)
         if stop.requested:  # the TA asked to stop: no minutes of similarity now, it comes with --resume
             pairs, similarity_error = [], "not computed: the batch was interrupted (it is with --resume)"
         else:
@@ -861,7 +896,10 @@ def add_parsers(subparsers) -> None:
                     f"({METADATA_FILE} beside submission_<id>/ folders), or of a plain folder with one\n"
                     "folder per student, N at a time. A submission that cannot be graded becomes an\n"
                     "error row; the batch goes on. Identical submissions are graded once. Writes into OUT:\n"
-                    "  grades.csv         student, email, sid, submission id, score, points per question\n"
+                    "  grades.csv         student, email, sid, submission id, score, points per question,\n"
+                    "                     notes (why points were lost to staging, why not graded)\n"
+                    f"  {GRADESCOPE_CSV}  Gradescope's import format: Name, SID, Email, Total Score,\n"
+                    "                     one column per question\n"
                     "  results/<id>.json  the results.json Gradescope would have received\n"
                     "  report.html        score histogram, pass rate per test, most common failures,\n"
                     "                     the most similar pairs (figures/ beside it)\n"
@@ -928,6 +966,7 @@ def cmd_batch(args) -> int:
     if result.interrupted:
         print(f"interrupted ({result.interrupted}): {result.missing} submission(s) not graded, marked "
               f"'not graded' in grades.csv; run the same command with --resume to grade them")
-    print(f"wrote {result.grades_csv}, {result.report}, {result.grades_csv.parent / 'similarity.csv'}, "
-          f"{result.grades_csv.parent / 'results'}/")
+    out = result.grades_csv.parent
+    print(f"wrote {result.grades_csv}, {out / GRADESCOPE_CSV} (to upload to Gradescope), {result.report}, "
+          f"{out / 'similarity.csv'}, {out / 'results'}/")
     return 130 if result.interrupted else 0

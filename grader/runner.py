@@ -52,7 +52,7 @@ from grader.sandbox import (
     wrapper_command,
 )
 from grader.snapshots import SnapshotStore
-from grader.submission import StagedSubmission, stage
+from grader.submission import StagedSubmission, stage, syntax_problems
 
 MAX_RESTARTS = 25
 GRACE_SECONDS = 5.0  # on top of the per-test timeout, for pytest-timeout to fail the test itself
@@ -68,6 +68,7 @@ LOG_TAIL = 3000
 MAX_STDOUT = 4000
 SECRET_ENV = ("GRADESCOPE_TOKEN", "OTTER_TOKEN")
 INTERRUPTED = "grading was interrupted"
+NOTHING_TO_GRADE = "nothing to grade"  # a note's start: none of the handout's files was handed in
 
 
 @dataclass(frozen=True)
@@ -167,10 +168,12 @@ def _stage(assignment, submission, tmp_path: Path, opts: GradeOptions, notes: li
         return None
     if not staged.found and submission is not None:
         expected = " and ".join(" or ".join(names) for names in assignment.modules.values())
-        notes.append(f"nothing to grade: the submission has no {expected}, the files the handout names; "
+        notes.append(f"{NOTHING_TO_GRADE}: the submission has no {expected}, the files the handout names; "
                      "no test was run")
         return None
     notes += list(staged.notes) + [f"{alias}: {msg}" for alias, msg in staged.errors.items()]
+    env = getattr(assignment, "environment", None)
+    notes += syntax_problems(staged, python=getattr(env, "python", "") or "")
     return staged
 
 

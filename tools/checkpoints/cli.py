@@ -47,6 +47,9 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         help="check every submission's model.pt for test perplexity (Q2.6)",
         description="Score each submission's model.pt on a test token file with the reference "
         "DecoderLM and write one row per submission (CSV + JSON).",
+        epilog="demo: `lmgrade demo cmu_11667_a2` builds a small Gradescope export of checkpoints "
+        "(trained, under-trained, post-LN, a malicious pickle) from the fixtures, checks it on the "
+        "synthetic test file and verifies every row; results in demo-out/cmu_11667_a2/.",
     )
     p.add_argument("assignment", choices=ASSIGNMENTS)
     p.add_argument(
