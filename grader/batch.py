@@ -55,6 +55,7 @@ import yaml
 from grader.assignment import Assignment, load_assignment
 
 if TYPE_CHECKING:  # the runner is imported when grading starts, not by every `lmgrade` command
+    from grader.cluster import ClusterOptions
     from grader.report import GradeReport
     from grader.runner import StopFlag
 
@@ -80,7 +81,8 @@ STATE_FILE = "batch-state.json"  # what finished, by content hash: `--resume` re
 STATE_VERSION = 1
 NOT_GRADED = "not graded: batch was interrupted"
 # what a batch writes into its output folder: `--force` removes these, and only these
-OUTPUTS = ("grades.csv", GRADESCOPE_CSV, "report.html", "similarity.csv", STATE_FILE, "results", "figures")
+OUTPUTS = ("grades.csv", GRADESCOPE_CSV, "report.html", "similarity.csv", STATE_FILE, "results", "figures",
+           "submitit")
 
 
 class BatchError(RuntimeError):
@@ -257,6 +259,13 @@ class BatchState:
                 self.reports[key] = {"tests": [asdict(t) for t in report.tests], "notes": list(report.notes),
                                      "execution_time": report.execution_time}
                 self.submissions[submission_id] = key
+            self._save()
+
+    def record_json(self, submission_id: str, key: str, report: dict) -> None:
+        """Record a report another state holds (a cluster shard's), as it is there."""
+        with self._lock:
+            self.reports[key] = report
+            self.submissions[submission_id] = key
             self._save()
 
     def save(self, *, interrupted: bool) -> None:
@@ -735,7 +744,8 @@ class BatchResult:
 
 def run_batch(assignment: Assignment, export: Path, out: Path, *, jobs: int = 2, dedupe: bool = True,
               budget: float | None = None, threshold: float = SIMILARITY_THRESHOLD, progress: bool = False,
-              resume: bool = False, force: bool = False, on_stop=None) -> BatchResult:
+              resume: bool = False, force: bool = False, on_stop=None,
+              cluster: ClusterOptions | None = None, console=None) -> BatchResult:
     """Grade an export, then write grades.csv, results/, report.html and similarity.csv into ``out``.
 
     An ``out`` that already holds files is refused unless ``resume`` (grade only what the batch
@@ -743,6 +753,11 @@ def run_batch(assignment: Assignment, export: Path, out: Path, *, jobs: int = 2,
     SIGINT and SIGTERM stop the batch (``on_stop(signal name)`` is called at once): running
     gradings are stopped, the rest are not started, and the files are written for what finished,
     with the missing submissions marked; a second signal gives up at once (KeyboardInterrupt).
+
+    With ``cluster`` on a cluster executor, the submissions are graded by a submitit job array
+    (``grade_shard``, one task per shard, identical submissions in the same shard), each task
+    recording into its own state file; the shards' states are merged into the batch's, and
+    the rows come from it exactly as ``--resume`` reads them, so the files are the local path's.
     """
     from grader.runner import StopFlag
     from grader.sandbox import run_folder
@@ -758,6 +773,14 @@ def run_batch(assignment: Assignment, export: Path, out: Path, *, jobs: int = 2,
         state = _prepare_out(assignment, out, resume=resume, force=force)
         stop = StopFlag()
         with _stop_on_signals(stop, on_stop):
+            if cluster is not None and cluster.on_cluster:
+                if progress and console is None:
+                    from rich.console import Console
+
+                    console = Console(stderr=True, highlight=False)
+                _grade_on_cluster(assignment, root, submissions, out, state, cluster, jobs=jobs, dedupe=dedupe,
+                                  budget=budget, stop=stop, console=console if progress else None,
+                                  temporary=root != Path(export))  # a zip extracted into tmp
             rows = _grade_with_progress(assignment, submissions, out / "results", jobs, dedupe, budget, progress,
                                         stop, state)
         state.save(interrupted=stop.requested)
@@ -776,6 +799,69 @@ def run_batch(assignment: Assignment, export: Path, out: Path, *, jobs: int = 2,
     report = write_report(assignment, rows, pairs, out, threshold, similarity_error=similarity_error)
     return BatchResult(rows=rows, pairs=pairs, grades_csv=grades, report=report,
                        interrupted=stop.signal_name if stop.requested else "")
+
+
+def _grade_on_cluster(assignment: Assignment, root: Path, submissions: list[Submission], out: Path,
+                      state: BatchState, cluster: ClusterOptions, *, jobs: int, dedupe: bool,
+                      budget: float | None, stop, console, temporary: bool) -> None:
+    """Grade what ``state`` lacks as a job array; merge the shards' states into ``state``.
+
+    Shards are cut by staged key, round robin, so identical submissions land in one shard and
+    are graded once. The export is copied into the output folder when it is a temporary
+    extraction (the compute nodes must see it), and removed afterwards.
+    """
+    from grader.cluster import run_array
+
+    keys = {s.id: staged_key(assignment, s.folder) if s.folder is not None else None for s in submissions}
+    groups: dict[str, list[str]] = {}
+    for s in submissions:
+        if s.folder is None or (keys[s.id] is not None and keys[s.id] in state.reports):
+            continue  # nothing to grade, or graded by an earlier run
+        group = keys[s.id] if dedupe and keys[s.id] is not None else f"id:{s.id}"
+        groups.setdefault(group, []).append(s.id)
+    if not groups:
+        return
+    n = min(cluster.shards, len(groups))
+    shards: list[list[str]] = [[] for _ in range(n)]
+    for i, ids in enumerate(groups.values()):
+        shards[i % n].extend(ids)
+    shared = out / "submitit"
+    copied = None
+    if temporary:
+        copied = out / ".export"
+        shutil.rmtree(copied, ignore_errors=True)
+        shutil.copytree(root, copied)
+        root = copied
+    try:
+        tasks = [(assignment.id, assignment.root, root, ids, out, jobs, dedupe, budget, f"shard-{k + 1}-of-{n}")
+                 for k, ids in enumerate(shards)]
+        run_array(grade_shard, tasks, cluster, shared, name=f"lmgrade-batch-{assignment.id}", console=console,
+                  stop=stop)
+    finally:
+        for k in range(n):
+            path = shared / f"shard-{k + 1}-of-{n}.json"
+            if path.is_file():
+                shard = BatchState.load(path, assignment)
+                for sid, key in shard.submissions.items():
+                    state.record_json(sid, key, shard.reports[key])
+        if copied is not None:
+            shutil.rmtree(copied, ignore_errors=True)
+
+
+def grade_shard(assignment_id: str, assignment_root: Path, export_root: Path, ids: list[str], out: Path,
+                jobs: int, dedupe: bool, budget: float | None, shard: str) -> int:
+    """One array task: grade the submissions ``ids`` of the export into ``out/results``, recording
+    into ``out/submitit/<shard>.json``. Runs on a compute node; returns how many it graded."""
+    assignment = load_assignment(assignment_id, root=Path(assignment_root))
+    wanted = set(ids)
+    submissions = [s for s in read_export(Path(export_root)) if s.id in wanted]
+    path = Path(out) / "submitit" / f"{shard}.json"
+    # a retried task keeps what its first attempt finished
+    state = BatchState.load(path, assignment) if path.is_file() else BatchState(path, assignment)
+    rows = grade_all(assignment, submissions, Path(out) / "results", jobs=jobs, dedupe=dedupe, budget=budget,
+                     state=state)
+    state.save(interrupted=False)
+    return sum(1 for r in rows if r.graded)
 
 
 def _prepare_out(assignment: Assignment, out: Path, *, resume: bool, force: bool) -> BatchState:
@@ -908,6 +994,8 @@ def add_parsers(subparsers) -> None:
                     "Ctrl-C (or SIGTERM) stops the batch within seconds and still writes grades.csv and\n"
                     "report.html for what finished, marking the rest 'not graded'; --resume grades the rest.",
         epilog="example:\n  lmgrade batch cmu_11667_a2 assignment_123_export.zip -o grading/ --jobs 4\n"
+               "  lmgrade batch cmu_11667_a2 export.zip -o grading/ --executor slurm --shards 20 "
+               "--partition cpu --cpus-per-task 4 --jobs 4   # a Slurm job array, merged at the end\n"
                "  lmgrade batch cmu_11667_a2 assignment_123_export.zip -o grading/ --resume   # after Ctrl-C")
     p.add_argument("assignment", metavar="ID", help="assignment id (see `lmgrade list`)")
     p.add_argument("export", type=Path, metavar="EXPORT", help="the export: a folder or a zip")
@@ -929,6 +1017,9 @@ def add_parsers(subparsers) -> None:
                         f"(default {GRADESCOPE_TIME_LIMIT}, Gradescope's default limit; 0: none)")
     p.add_argument("--grade-duplicates", action="store_true",
                    help="grade every submission even when its staged files are identical to another's")
+    from grader.cluster import add_arguments
+
+    add_arguments(p)
     p.set_defaults(func=cmd_batch)
 
 
@@ -943,6 +1034,13 @@ def cmd_batch(args) -> int:
     if not 0 < args.similarity_threshold <= 1:
         print(f"error: --similarity-threshold must be in (0, 1] (got {args.similarity_threshold:g})", file=sys.stderr)
         return 2
+    from grader.cluster import ClusterError, options_from_args
+
+    try:
+        cluster = options_from_args(args)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
     def stopping(name: str) -> None:
         print(f"\n{name}: stopping the batch (the running gradings are stopped; press Ctrl-C again to "
@@ -951,8 +1049,8 @@ def cmd_batch(args) -> int:
     try:
         result = run_batch(assignment, args.export, args.out, jobs=args.jobs, dedupe=not args.grade_duplicates,
                            budget=args.time_budget or None, threshold=args.similarity_threshold, progress=True,
-                           resume=args.resume, force=args.force, on_stop=stopping)
-    except BatchError as err:
+                           resume=args.resume, force=args.force, on_stop=stopping, cluster=cluster)
+    except (BatchError, ClusterError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     summary = score_summary(result.rows, assignment.total_points)
