@@ -283,7 +283,7 @@ class BatchState:
 
 def grade_all(assignment: Assignment, submissions: list[Submission], results_dir: Path, *,
               jobs: int = 2, dedupe: bool = True, budget: float | None = None, on_done=None,
-              stop: StopFlag | None = None, state: BatchState | None = None) -> list[Row]:
+              stop: StopFlag | None = None, state: BatchState | None = None, warm: bool = True) -> list[Row]:
     """Grade every submission (``jobs`` at once); rows come back in the input's order.
 
     With ``dedupe``, submissions whose staged files are identical (the untouched template
@@ -294,7 +294,9 @@ def grade_all(assignment: Assignment, submissions: list[Submission], results_dir
     their rows say the batch was interrupted.
     """
     results_dir.mkdir(parents=True, exist_ok=True)
-    keys = {s.id: staged_key(assignment, s.folder) if s.folder is not None else None for s in submissions}
+    hashed = dedupe or state is not None  # staging each submission once more costs a copy of its files
+    keys = {s.id: staged_key(assignment, s.folder) if s.folder is not None and hashed else None
+            for s in submissions}
     first: dict[str, str] = {}  # staged key -> the first submission with it (the one graded)
     for s in submissions:
         if keys[s.id] is not None:
@@ -318,7 +320,7 @@ def grade_all(assignment: Assignment, submissions: list[Submission], results_dir
     originals, copies = split_duplicates(todo, keys) if dedupe else (todo, [])
 
     def grade_and_record(s: Submission) -> Row:
-        row = grade_one(assignment, s, results_dir, budget=budget, stop=stop)
+        row = grade_one(assignment, s, results_dir, budget=budget, stop=stop, warm=warm)
         if state is not None and row.report is not None:
             state.record(s.id, keys[s.id], row.report)
         return row
@@ -383,8 +385,9 @@ def _copy_row(original: Row, submission: Submission, results_dir: Path) -> Row:
 
 
 def grade_one(assignment: Assignment, submission: Submission, results_dir: Path, *,
-              budget: float | None = None, stop: StopFlag | None = None) -> Row:
-    """Never raises: whatever goes wrong becomes the row's error."""
+              budget: float | None = None, stop: StopFlag | None = None, warm: bool = True) -> Row:
+    """Never raises: whatever goes wrong becomes the row's error. ``warm``: test processes are
+    forked from the warm grader (``grader.warm``); False starts each cold (benchmarks compare)."""
     from grader.runner import NOTHING_TO_GRADE, grade
 
     started = time.time()
@@ -395,7 +398,7 @@ def grade_one(assignment: Assignment, submission: Submission, results_dir: Path,
     results = results_dir / f"{_safe_name(submission.id)}.json"
     try:
         extra = {"budget": budget} if budget else {}  # tests not finished by then score 0, as on Gradescope
-        report = grade(assignment, submission.folder, results_path=results, label=submission.id, warm=True,
+        report = grade(assignment, submission.folder, results_path=results, label=submission.id, warm=warm,
                        stop=stop, **extra)
     except Exception as err:  # noqa: BLE001 - one bad submission must not stop the batch
         return Row(submission, error=f"{type(err).__name__}: {err}", seconds=time.time() - started)
@@ -745,7 +748,7 @@ class BatchResult:
 def run_batch(assignment: Assignment, export: Path, out: Path, *, jobs: int = 2, dedupe: bool = True,
               budget: float | None = None, threshold: float = SIMILARITY_THRESHOLD, progress: bool = False,
               resume: bool = False, force: bool = False, on_stop=None,
-              cluster: ClusterOptions | None = None, console=None) -> BatchResult:
+              cluster: ClusterOptions | None = None, console=None, warm: bool = True) -> BatchResult:
     """Grade an export, then write grades.csv, results/, report.html and similarity.csv into ``out``.
 
     An ``out`` that already holds files is refused unless ``resume`` (grade only what the batch
@@ -782,7 +785,7 @@ def run_batch(assignment: Assignment, export: Path, out: Path, *, jobs: int = 2,
                                   budget=budget, stop=stop, console=console if progress else None,
                                   temporary=root != Path(export))  # a zip extracted into tmp
             rows = _grade_with_progress(assignment, submissions, out / "results", jobs, dedupe, budget, progress,
-                                        stop, state)
+                                        stop, state, warm)
         state.save(interrupted=stop.requested)
         grades = write_grades_csv(assignment, rows, out / "grades.csv")  # first: the grades matter most
         write_gradescope_csv(assignment, rows, out / GRADESCOPE_CSV)
@@ -950,10 +953,10 @@ def check_zip(zf: zipfile.ZipFile, name: Path) -> None:
 
 
 def _grade_with_progress(assignment, submissions, results_dir, jobs, dedupe, budget, progress, stop=None,
-                         state=None) -> list[Row]:
+                         state=None, warm: bool = True) -> list[Row]:
     if not progress:
         return grade_all(assignment, submissions, results_dir, jobs=jobs, dedupe=dedupe, budget=budget,
-                         stop=stop, state=state)
+                         stop=stop, state=state, warm=warm)
     from rich import progress as rp
 
     columns = (rp.TextColumn("grading"), rp.BarColumn(), rp.MofNCompleteColumn(), rp.TimeRemainingColumn(),
@@ -967,7 +970,7 @@ def _grade_with_progress(assignment, submissions, results_dir, jobs, dedupe, bud
             bar.update(task, advance=1, description=f"{row.submission.id}: {score}{kept}")
 
         return grade_all(assignment, submissions, results_dir, jobs=jobs, dedupe=dedupe, budget=budget,
-                         on_done=done, stop=stop, state=state)
+                         on_done=done, stop=stop, state=state, warm=warm)
 
 
 # -- command line ---------------------------------------------------------------------------------
@@ -1050,9 +1053,13 @@ def cmd_batch(args) -> int:
         result = run_batch(assignment, args.export, args.out, jobs=args.jobs, dedupe=not args.grade_duplicates,
                            budget=args.time_budget or None, threshold=args.similarity_threshold, progress=True,
                            resume=args.resume, force=args.force, on_stop=stopping, cluster=cluster)
-    except (BatchError, ClusterError) as err:
+    except BatchError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except ClusterError as err:  # what the array finished is in the batch state already
+        print(f"error: {err}; the submissions graded so far are kept: run the same command with --resume "
+              "to grade the rest", file=sys.stderr)
+        return 1
     summary = score_summary(result.rows, assignment.total_points)
     flagged = sum(1 for p in result.pairs if p.similarity >= args.similarity_threshold)
     if result.resumed:
