@@ -173,8 +173,14 @@ def forward_flops_per_token(arch: Architecture, n_params: int) -> int:
     return 2 * n_params + 4 * arch.n_layer * arch.n_embd * arch.n_positions
 
 
-def compare(device: str, count: int, n_tokens: int, rounds: int, threads: int | None,
-            peak: float | None = None) -> float:
+def compare(
+    device: str,
+    count: int,
+    n_tokens: int,
+    rounds: int,
+    threads: int | None,
+    peak: float | None = None,
+) -> float:
     """Alternating rounds of naive and checker on the same files; returns the speedup."""
     with tempfile.TemporaryDirectory() as tmp:
         export = make_export(Path(tmp) / "export", count, GPT_TINY)
@@ -210,7 +216,9 @@ def compare(device: str, count: int, n_tokens: int, rounds: int, threads: int | 
             f"{statistics.median(naive_s) / statistics.median(checker_s):.2f}x median"
         )
         if peak:
-            flops = forward_flops_per_token(GPT_TINY, rows[0].n_params) * sum(r.tokens_scored for r in rows)
+            flops = forward_flops_per_token(GPT_TINY, rows[0].n_params) * sum(
+                r.tokens_scored for r in rows
+            )
             print(
                 f"  checker FLOP/s (loading included): {flops / checker_best / 1e9:.1f} GFLOP/s = "
                 f"{flops / checker_best / peak:.1%} of the fp32 matmul peak measured in this run"
@@ -276,8 +284,13 @@ def checkpoints_per_minute(device: str, count: int, n_tokens: int) -> None:
 
 
 def forward_utilisation(
-    device: str, arch: Architecture, batch: int, steps: int, label: str = "GPT-2-small-sized",
-    bf16: bool = True, peak: float | None = None,
+    device: str,
+    arch: Architecture,
+    batch: int,
+    steps: int,
+    label: str = "GPT-2-small-sized",
+    bf16: bool = True,
+    peak: float | None = None,
 ) -> None:
     """Forward-pass FLOP/s of the checker's scoring path (bf16, or fp32 against ``peak``)."""
     model = build_model(arch, "pre_ln").to(device)
@@ -309,7 +322,11 @@ def forward_utilisation(
             else "peak unknown"
         )
     else:
-        share = f"{achieved / peak:.1%} of the fp32 matmul peak measured in this run" if peak else "peak unknown"
+        share = (
+            f"{achieved / peak:.1%} of the fp32 matmul peak measured in this run"
+            if peak
+            else "peak unknown"
+        )
     print(
         f"[{device}] {label} forward ({n_params / 1e6:.1f}M params, {'bf16' if bf16 else 'fp32'}, "
         f"path {scorer.name}, {torch.get_num_threads()} threads, one model): {(n_tokens - 1) / seconds:,.0f} tok/s, "
@@ -359,12 +376,23 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     cpu_threads = torch.get_num_threads()
     cpu_peak = matmul_peak("cpu", 1024 if args.quick else 2048)
-    print(f"[cpu] fp32 matmul peak: {cpu_peak / 1e9:.1f} GFLOP/s (best of 5, {cpu_threads} threads)")
+    print(
+        f"[cpu] fp32 matmul peak: {cpu_peak / 1e9:.1f} GFLOP/s (best of 5, {cpu_threads} threads)"
+    )
     precision()
     speedups = {"cpu": compare("cpu", count, tokens, rounds, args.threads, peak=cpu_peak)}
-    torch.set_num_threads(cpu_threads)  # the checker's workers may have changed it: same threads as the peak
-    forward_utilisation("cpu", GPT_TINY, batch=16, steps=2 if args.quick else 8, label="GPT-tiny (V=50257)",
-                        bf16=False, peak=cpu_peak)
+    torch.set_num_threads(
+        cpu_threads
+    )  # the checker's workers may have changed it: same threads as the peak
+    forward_utilisation(
+        "cpu",
+        GPT_TINY,
+        batch=16,
+        steps=2 if args.quick else 8,
+        label="GPT-tiny (V=50257)",
+        bf16=False,
+        peak=cpu_peak,
+    )
     use_cuda = args.device in ("auto", "cuda") and torch.cuda.is_available()
     if use_cuda:
         speedups["cuda"] = compare("cuda", count * 4, tokens * 4, rounds, None)

@@ -49,7 +49,9 @@ class ClusterOptions:
     mem_gb: float | None = None
     gpus_per_node: int | None = None
     array_parallelism: int | None = None
-    extra: dict[str, str] = field(default_factory=dict)  # more #SBATCH options: {"account": "cs123"}
+    extra: dict[str, str] = field(
+        default_factory=dict
+    )  # more #SBATCH options: {"account": "cs123"}
 
     @property
     def on_cluster(self) -> bool:
@@ -59,20 +61,38 @@ class ClusterOptions:
 def add_arguments(parser, *, gpus: bool = False) -> None:
     """``--executor``, ``--shards`` and the scheduler's options, shared by batch and checkpoints."""
     group = parser.add_argument_group("cluster (through submitit)")
-    group.add_argument("--executor", choices=EXECUTORS, default="local",
-                       help="local (default): here, in this process; slurm: a Slurm job array, one task per "
-                            "shard, merged when it ends; submitit-local: the same array on this machine")
-    group.add_argument("--shards", type=int, default=None, metavar="N",
-                       help="array tasks with --executor slurm/submitit-local (default: 2)")
+    group.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default="local",
+        help="local (default): here, in this process; slurm: a Slurm job array, one task per "
+        "shard, merged when it ends; submitit-local: the same array on this machine",
+    )
+    group.add_argument(
+        "--shards",
+        type=int,
+        default=None,
+        metavar="N",
+        help="array tasks with --executor slurm/submitit-local (default: 2)",
+    )
     group.add_argument("--partition", help="Slurm partition")
-    group.add_argument("--timeout-min", type=int, metavar="MIN", help="time limit per task, in minutes")
+    group.add_argument(
+        "--timeout-min", type=int, metavar="MIN", help="time limit per task, in minutes"
+    )
     group.add_argument("--cpus-per-task", type=int, metavar="N", help="CPUs per task")
     group.add_argument("--mem-gb", type=float, metavar="GB", help="memory per task")
     if gpus:
         group.add_argument("--gpus-per-node", type=int, metavar="N", help="GPUs per task")
-    group.add_argument("--array-parallelism", type=int, metavar="N", help="tasks running at once (Slurm's %%N)")
-    group.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
-                       help="another #SBATCH option, e.g. --slurm account=cs123 (repeatable)")
+    group.add_argument(
+        "--array-parallelism", type=int, metavar="N", help="tasks running at once (Slurm's %%N)"
+    )
+    group.add_argument(
+        "--slurm",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="another #SBATCH option, e.g. --slurm account=cs123 (repeatable)",
+    )
 
 
 def options_from_args(args) -> ClusterOptions:
@@ -81,17 +101,26 @@ def options_from_args(args) -> ClusterOptions:
     if shards < 1:
         raise ValueError(f"--shards must be at least 1 (got {shards})")
     if args.shards is not None and args.executor == "local":
-        raise ValueError("--shards needs --executor slurm or submitit-local (the local executor is one process)")
+        raise ValueError(
+            "--shards needs --executor slurm or submitit-local (the local executor is one process)"
+        )
     extra = {}
     for item in args.slurm:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ValueError(f"--slurm {item!r}: expected KEY=VALUE, e.g. account=cs123")
         extra[key.strip().lstrip("-").replace("-", "_")] = value
-    return ClusterOptions(executor=args.executor, shards=shards, partition=args.partition,
-                          timeout_min=args.timeout_min, cpus_per_task=args.cpus_per_task, mem_gb=args.mem_gb,
-                          gpus_per_node=getattr(args, "gpus_per_node", None),
-                          array_parallelism=args.array_parallelism, extra=extra)
+    return ClusterOptions(
+        executor=args.executor,
+        shards=shards,
+        partition=args.partition,
+        timeout_min=args.timeout_min,
+        cpus_per_task=args.cpus_per_task,
+        mem_gb=args.mem_gb,
+        gpus_per_node=getattr(args, "gpus_per_node", None),
+        array_parallelism=args.array_parallelism,
+        extra=extra,
+    )
 
 
 def make_executor(options: ClusterOptions, folder: Path, name: str):
@@ -101,18 +130,26 @@ def make_executor(options: ClusterOptions, folder: Path, name: str):
     try:
         import submitit
     except ImportError as err:
-        raise ClusterError("--executor slurm needs submitit: pip install 'lmgrade[tools]' "
-                           "(or pip install submitit)") from err
-    cluster = "local" if options.executor == "submitit-local" else os.environ.get(CLUSTER_VAR) or "slurm"
+        raise ClusterError(
+            "--executor slurm needs submitit: pip install 'lmgrade[tools]' "
+            "(or pip install submitit)"
+        ) from err
+    cluster = (
+        "local" if options.executor == "submitit-local" else os.environ.get(CLUSTER_VAR) or "slurm"
+    )
     try:
         executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
     except Exception as err:
         raise ClusterError(f"cannot use the {cluster} executor: {err}") from err
     params: dict[str, Any] = {"name": name}
-    for key, value in (("timeout_min", options.timeout_min), ("cpus_per_task", options.cpus_per_task),
-                       ("mem_gb", options.mem_gb), ("gpus_per_node", options.gpus_per_node),
-                       ("slurm_partition", options.partition),
-                       ("slurm_array_parallelism", options.array_parallelism)):
+    for key, value in (
+        ("timeout_min", options.timeout_min),
+        ("cpus_per_task", options.cpus_per_task),
+        ("mem_gb", options.mem_gb),
+        ("gpus_per_node", options.gpus_per_node),
+        ("slurm_partition", options.partition),
+        ("slurm_array_parallelism", options.array_parallelism),
+    ):
         if value is not None:
             params[key] = value
     if options.extra:
@@ -121,8 +158,16 @@ def make_executor(options: ClusterOptions, folder: Path, name: str):
     return executor
 
 
-def run_array(func: Callable, tasks: Sequence[tuple], options: ClusterOptions, folder: Path, *, name: str,
-              console=None, stop=None) -> list[Any]:
+def run_array(
+    func: Callable,
+    tasks: Sequence[tuple],
+    options: ClusterOptions,
+    folder: Path,
+    *,
+    name: str,
+    console=None,
+    stop=None,
+) -> list[Any]:
     """Run ``func(*task)`` for every task as one job array; the results in the tasks' order.
 
     A task that fails is submitted once more (a node lost, a transient file system error); one
@@ -156,9 +201,13 @@ def run_array(func: Callable, tasks: Sequence[tuple], options: ClusterOptions, f
         if not pending:
             return results
         if console is not None and attempt < RETRIES:
-            console.print(f"[yellow]{len(pending)} task(s) failed; submitting them once more[/yellow]")
-    raise ClusterError(f"{len(failures)} of {len(tasks)} tasks failed twice (logs in {folder}): "
-                       + "; ".join(failures[i] for i in sorted(failures)))
+            console.print(
+                f"[yellow]{len(pending)} task(s) failed; submitting them once more[/yellow]"
+            )
+    raise ClusterError(
+        f"{len(failures)} of {len(tasks)} tasks failed twice (logs in {folder}): "
+        + "; ".join(failures[i] for i in sorted(failures))
+    )
 
 
 def _error(job) -> str | None:
@@ -171,7 +220,9 @@ def _error(job) -> str | None:
         return None
     # submitit's message is the task's traceback then the log paths: the exception line says why
     lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
-    raised = [ln for ln in lines if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b", ln)]
+    raised = [
+        ln for ln in lines if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b", ln)
+    ]
     logs = [ln.lstrip("- ") for ln in lines if ln.endswith((".err", ".out"))]
     why = raised[-1] if raised else lines[0] if lines else type(exc).__name__
     return why[:300] + (f" (log: {logs[-1]})" if logs else "")
@@ -179,6 +230,7 @@ def _error(job) -> str | None:
 
 def _watch(jobs: dict, total: int, already: int, name: str, console, stop, attempt: int) -> None:
     """Wait for every job, with a progress bar when there is a console."""
+
     def counts() -> tuple[int, int]:
         done = sum(1 for j in jobs.values() if j.done())
         running = sum(1 for j in jobs.values() if not j.done() and j.state == "RUNNING")
@@ -191,8 +243,13 @@ def _watch(jobs: dict, total: int, already: int, name: str, console, stop, attem
         return
     from rich import progress as rp
 
-    columns = (rp.TextColumn(label), rp.BarColumn(), rp.MofNCompleteColumn(), rp.TimeElapsedColumn(),
-               rp.TextColumn("{task.description}"))
+    columns = (
+        rp.TextColumn(label),
+        rp.BarColumn(),
+        rp.MofNCompleteColumn(),
+        rp.TimeElapsedColumn(),
+        rp.TextColumn("{task.description}"),
+    )
     with rp.Progress(*columns, console=console) as bar:
         task = bar.add_task("", total=total, completed=already)
         while True:

@@ -475,7 +475,8 @@ def syntax_problems(staged: StagedSubmission, python: str = "") -> list[str]:
     syntax may be newer than this parser's."""
     import ast
 
-    if python and tuple(int(x) for x in python.split(".")[:2] if x.isdigit()) > sys.version_info[:2]:
+    course = tuple(int(x) for x in python.split(".")[:2] if x.isdigit())
+    if course > sys.version_info[:2]:
         return []
     problems = []
     for file in sorted(set(staged.found.values())):

@@ -70,8 +70,13 @@ def test_gradescope_csv_and_staging_notes(toy, shared_tmp):
     assert header == ["Name", "SID", "Email", "Total Score", *questions]
     assert questions == ["1: ops.py (10.0 pts)", "2: decorators (3.0 pts)"]  # the rubric's names
     by_sid = {s["SID"]: s for s in students}
-    assert [s["Name"] for s in students] == ["Ada Lovelace", "Alan Turing", "Bob Syntax", "Carol Nofile",
-                                            "Dan Template"]  # a group's members each get a row
+    assert [s["Name"] for s in students] == [
+        "Ada Lovelace",
+        "Alan Turing",
+        "Bob Syntax",
+        "Carol Nofile",
+        "Dan Template",
+    ]  # a group's members each get a row
     for sid in ("9001", "9002"):
         assert by_sid[sid]["Total Score"] == f"{toy.total_points:g}"
         assert [by_sid[sid][q] for q in questions] == [f"{q.points:g}" for q in toy.questions]
@@ -84,7 +89,9 @@ def test_gradescope_csv_and_staging_notes(toy, shared_tmp):
     syntax, nofile = detail["submission_2"], detail["submission_3"]
     assert syntax["status"] == "graded" and syntax["score"] == "0"
     assert "ops.py, line 1: SyntaxError" in syntax["notes"], syntax
-    assert nofile["status"] == "graded" and nofile["score"] == "0"  # nothing handed in earns 0, as on Gradescope
+    assert (
+        nofile["status"] == "graded" and nofile["score"] == "0"
+    )  # nothing handed in earns 0, as on Gradescope
     assert "nothing to grade: the submission has no ops.py" in nofile["notes"], nofile
     assert detail["submission_1"]["notes"] == ""
 
@@ -92,9 +99,17 @@ def test_gradescope_csv_and_staging_notes(toy, shared_tmp):
 def test_checkpoints_help_names_its_demo():
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
     run = [sys.executable, "-m", "grader"]
-    top = subprocess.run([*run, "--help"], check=False, capture_output=True, text=True, env=env, timeout=120)
-    helped = subprocess.run([*run, "checkpoints", "--help"], check=False, capture_output=True, text=True,
-                            env={**env, "COLUMNS": "200"}, timeout=120)
+    top = subprocess.run(
+        [*run, "--help"], check=False, capture_output=True, text=True, env=env, timeout=120
+    )
+    helped = subprocess.run(
+        [*run, "checkpoints", "--help"],
+        check=False,
+        capture_output=True,
+        text=True,
+        env={**env, "COLUMNS": "200"},
+        timeout=120,
+    )
     assert helped.returncode == 0, helped.stderr
     assert "`lmgrade demo cmu_11667_a2`" in helped.stdout, helped.stdout
     assert "    demo " in top.stdout  # the command it names exists

@@ -181,7 +181,9 @@ def cmd_checkpoints(args: argparse.Namespace) -> int:
     try:
         cluster = options_from_args(args)
         if cluster.on_cluster and args.shard != (1, 1):
-            raise ValueError("--shard with --executor: the job array makes the shards (give --shards N)")
+            raise ValueError(
+                "--shard with --executor: the job array makes the shards (give --shards N)"
+            )
     except ValueError as err:
         err_console.print(f"[red]error:[/red] {err}")
         return 2
@@ -217,10 +219,22 @@ def _checkpoints_on_cluster(args: argparse.Namespace, cluster) -> int:
     read_submissions(args.submissions)  # a bad export fails here, before anything is queued
     n = cluster.shards
     folder = args.output.resolve().parent / f"{args.output.stem}-submitit"
-    tasks = [(args.submissions.resolve(), replace(settings, shard=(k, n)), folder / f"shard-{k}-of-{n}.csv")
-             for k in range(1, n + 1)]
-    paths = run_array(check_shard, tasks, cluster, folder, name="lmgrade-checkpoints",
-                      console=None if args.no_progress else err_console)
+    tasks = [
+        (
+            args.submissions.resolve(),
+            replace(settings, shard=(k, n)),
+            folder / f"shard-{k}-of-{n}.csv",
+        )
+        for k in range(1, n + 1)
+    ]
+    paths = run_array(
+        check_shard,
+        tasks,
+        cluster,
+        folder,
+        name="lmgrade-checkpoints",
+        console=None if args.no_progress else err_console,
+    )
     rows, meta = merge_results(paths)
     _write(rows, meta, args.output, args.gradescope_csv)
     print_summary(rows, settings.threshold)
