@@ -78,11 +78,12 @@ MAX_SIMILARITY_FILE_CHARS = 512 * 1024  # a file past this is left out of the si
 SIMILARITY_TIME_LIMIT = 600.0  # seconds for all pairs; the report says if it stopped early
 GRADESCOPE_CSV = "gradescope_grades.csv"
 STATE_FILE = "batch-state.json"  # what finished, by content hash: `--resume` reads it
+STATE_REPORTS = ".batch-state"  # the finished reports themselves, one file per content hash
 STATE_VERSION = 1
 NOT_GRADED = "not graded: batch was interrupted"
 # what a batch writes into its output folder: `--force` removes these, and only these
-OUTPUTS = ("grades.csv", GRADESCOPE_CSV, "report.html", "similarity.csv", STATE_FILE, "results", "figures",
-           "submitit")
+OUTPUTS = ("grades.csv", GRADESCOPE_CSV, "report.html", "similarity.csv", STATE_FILE, STATE_REPORTS, "results",
+           "figures", "submitit")
 
 
 class BatchError(RuntimeError):
@@ -211,26 +212,27 @@ class Row:
 
 
 class BatchState:
-    """What an output folder's batch has finished, in ``batch-state.json``, so ``--resume``
-    grades only the rest.
+    """What an output folder's batch has finished, so ``--resume`` grades only the rest.
 
     Finished reports are kept by the content hash of the staged files (``staged_key``), not by
     submission id: a student who resubmitted between the runs has a new hash and is graded
-    again, and identical code keeps getting the identical grade. The file is rewritten
-    (atomically) after every finished submission, so even a batch killed with SIGKILL resumes
-    from what it had finished.
+    again, and identical code keeps getting the identical grade. Each report is written once,
+    to ``.batch-state/<hash>.json``; the small index ``batch-state.json`` (submission id ->
+    hash, and whether the last run was interrupted) is rewritten atomically after each one, so
+    the work per finished submission stays constant and even a batch killed with SIGKILL
+    resumes from what it had finished. Cluster shards share the reports folder and keep an
+    index each (``submitit/shard-K-of-N.json``), merged into the batch's when the array ends.
     """
 
-    def __init__(self, path: Path, assignment: Assignment, reports: dict | None = None,
+    def __init__(self, path: Path, assignment: Assignment, reports_dir: Path,
                  submissions: dict | None = None):
-        self.path, self.assignment = path, assignment
-        self.reports: dict[str, dict] = reports or {}  # staged key -> report, as JSON
+        self.path, self.assignment, self.reports_dir = path, assignment, reports_dir
         self.submissions: dict[str, str] = submissions or {}  # submission id -> staged key
         self.interrupted = False
         self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, path: Path, assignment: Assignment) -> BatchState:
+    def load(cls, path: Path, assignment: Assignment, reports_dir: Path) -> BatchState:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as err:
@@ -240,32 +242,38 @@ class BatchState:
         if data.get("assignment") != assignment.id:
             raise BatchError(f"{path} is a batch of {data.get('assignment')}, not {assignment.id}: "
                              "give another output folder")
-        return cls(path, assignment, dict(data.get("reports") or {}), dict(data.get("submissions") or {}))
+        return cls(path, assignment, reports_dir, dict(data.get("submissions") or {}))
+
+    def has(self, key: str | None) -> bool:
+        return key is not None and (self.reports_dir / f"{key}.json").is_file()
 
     def report_for(self, key: str | None, label: str) -> GradeReport | None:
         """The finished report for these staged files, or None if they were never graded."""
         from grader.report import GradeReport, TestResult
 
-        data = self.reports.get(key) if key is not None else None
-        if data is None:
+        if not self.has(key):
             return None
-        tests = [TestResult(**t) for t in data["tests"]]
-        return GradeReport(assignment=self.assignment, submission=label, tests=tests, notes=list(data["notes"]),
-                           execution_time=float(data["execution_time"]))
+        try:
+            data = json.loads((self.reports_dir / f"{key}.json").read_text(encoding="utf-8"))
+            tests = [TestResult(**t) for t in data["tests"]]
+            return GradeReport(assignment=self.assignment, submission=label, tests=tests,
+                               notes=list(data["notes"]), execution_time=float(data["execution_time"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None  # damaged: graded again
 
     def record(self, submission_id: str, key: str | None, report: GradeReport) -> None:
+        from grader.results import write_json_atomic
+
+        if key is not None and not self.has(key):
+            write_json_atomic({"tests": [asdict(t) for t in report.tests], "notes": list(report.notes),
+                               "execution_time": report.execution_time}, self.reports_dir / f"{key}.json")
+        self.adopt(submission_id, key)
+
+    def adopt(self, submission_id: str, key: str | None) -> None:
+        """Index a submission whose report is in the reports folder (a cluster shard's)."""
         with self._lock:
             if key is not None:
-                self.reports[key] = {"tests": [asdict(t) for t in report.tests], "notes": list(report.notes),
-                                     "execution_time": report.execution_time}
                 self.submissions[submission_id] = key
-            self._save()
-
-    def record_json(self, submission_id: str, key: str, report: dict) -> None:
-        """Record a report another state holds (a cluster shard's), as it is there."""
-        with self._lock:
-            self.reports[key] = report
-            self.submissions[submission_id] = key
             self._save()
 
     def save(self, *, interrupted: bool) -> None:
@@ -278,7 +286,7 @@ class BatchState:
 
         write_json_atomic({"version": STATE_VERSION, "assignment": self.assignment.id,
                            "interrupted": self.interrupted, "submissions": self.submissions,
-                           "reports": self.reports}, self.path)
+                           "reports": sorted(set(self.submissions.values()))}, self.path)
 
 
 def grade_all(assignment: Assignment, submissions: list[Submission], results_dir: Path, *,
@@ -818,7 +826,7 @@ def _grade_on_cluster(assignment: Assignment, root: Path, submissions: list[Subm
     keys = {s.id: staged_key(assignment, s.folder) if s.folder is not None else None for s in submissions}
     groups: dict[str, list[str]] = {}
     for s in submissions:
-        if s.folder is None or (keys[s.id] is not None and keys[s.id] in state.reports):
+        if s.folder is None or state.has(keys[s.id]):
             continue  # nothing to grade, or graded by an earlier run
         group = keys[s.id] if dedupe and keys[s.id] is not None else f"id:{s.id}"
         groups.setdefault(group, []).append(s.id)
@@ -844,9 +852,9 @@ def _grade_on_cluster(assignment: Assignment, root: Path, submissions: list[Subm
         for k in range(n):
             path = shared / f"shard-{k + 1}-of-{n}.json"
             if path.is_file():
-                shard = BatchState.load(path, assignment)
+                shard = BatchState.load(path, assignment, state.reports_dir)
                 for sid, key in shard.submissions.items():
-                    state.record_json(sid, key, shard.reports[key])
+                    state.adopt(sid, key)
         if copied is not None:
             shutil.rmtree(copied, ignore_errors=True)
 
@@ -860,7 +868,8 @@ def grade_shard(assignment_id: str, assignment_root: Path, export_root: Path, id
     submissions = [s for s in read_export(Path(export_root)) if s.id in wanted]
     path = Path(out) / "submitit" / f"{shard}.json"
     # a retried task keeps what its first attempt finished
-    state = BatchState.load(path, assignment) if path.is_file() else BatchState(path, assignment)
+    reports = Path(out) / STATE_REPORTS  # shared by the shards: one file per content hash
+    state = BatchState.load(path, assignment, reports) if path.is_file() else BatchState(path, assignment, reports)
     rows = grade_all(assignment, submissions, Path(out) / "results", jobs=jobs, dedupe=dedupe, budget=budget,
                      state=state)
     state.save(interrupted=False)
@@ -877,7 +886,7 @@ def _prepare_out(assignment: Assignment, out: Path, *, resume: bool, force: bool
         if not state_path.is_file():
             raise BatchError(f"{out} holds no {STATE_FILE}, so there is nothing to resume: "
                              "give --force to grade again and replace its files")
-        return BatchState.load(state_path, assignment)
+        return BatchState.load(state_path, assignment, out / STATE_REPORTS)
     if force and out.is_dir():
         for name in OUTPUTS:
             path = out / name
@@ -889,7 +898,7 @@ def _prepare_out(assignment: Assignment, out: Path, *, resume: bool, force: bool
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise BatchError(f"cannot create the output folder {out}: {err}") from err
-    state = BatchState(state_path, assignment)
+    state = BatchState(state_path, assignment, out / STATE_REPORTS)
     state.save(interrupted=False)
     return state
 
