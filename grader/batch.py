@@ -19,7 +19,13 @@ Written to the output folder:
 * ``results/<submission id>.json``: the results.json Gradescope would have received;
 * ``report.html`` with ``figures/*.png``: score histogram, pass rate per test, the most common
   failure messages per test, and the submission pairs whose code is most alike;
-* ``similarity.csv``: every pair of submissions sharing code beyond the template, most alike first.
+* ``similarity.csv``: every pair of submissions sharing code beyond the template, most alike first;
+* ``batch-state.json`` and ``.batch-state/``: what finished, by content hash (``BatchState``).
+
+Ctrl-C or SIGTERM stops the batch within seconds: the files above are still written for what
+finished, the rest marked "not graded: batch was interrupted", and ``--resume`` grades only
+those (and any submission changed since). ``--executor slurm`` grades through a submitit job
+array instead of this process's pool (``grader.cluster``), with the same files at the end.
 
 Similarity uses copydetect's winnowed fingerprints per handout file with the template as
 boilerplate, so the code every student was given never counts as shared.
