@@ -35,7 +35,7 @@ KINDS = (
     + ["wrong_file_name"] * 2
 )
 DISTINCT = 5
-STOP_WITHIN = 15.0  # seconds from SIGINT to the process's exit, files written
+STOP_WITHIN = 5.0  # seconds from SIGINT to the process's exit, files written (0.7 s idle)
 
 
 def _write_submission(toy, folder: Path, kind: str) -> None:
