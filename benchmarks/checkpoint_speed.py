@@ -15,7 +15,12 @@ when available, else the committed slice), in alternating rounds so machine load
   batch, perplexity = exp(mean of the batch means) under ``torch.no_grad``.
 
 Throughput is test tokens per second of wall time including loading (K checkpoints x N
-tokens / seconds). On a GPU it also reports checkpoints per minute over 100 GPT-tiny-sized
+tokens / seconds). In the same run it measures the machine's fp32 matmul peak (best of several
+``torch.matmul`` of large square matrices, all threads) and prints the checker's achieved
+FLOP/s as a fraction of it, end to end (loading included) and for the scoring alone; a forward
+pass costs ``2 * params + 4 * n_layer * n_embd * n_positions`` FLOPs per token (the course's
+count for training, divided by 3: the weights' multiply-adds plus the attention scores).
+On a GPU it also reports checkpoints per minute over 100 GPT-tiny-sized
 checkpoints and the fraction of the GPU's bf16 dense peak that the forward pass reaches on a
 GPT-2-small-sized model. The speedup is printed last.
 """
@@ -65,6 +70,8 @@ BF16_PEAK = {
     "A6000": 154.8e12,
 }
 NAIVE_BATCH = 16
+ACHIEVED: dict[str, float] = {}  # fp32 FLOP/s of the checker, reported against the peak at the end
+PEAK_REPEATS = 10
 
 
 def make_export(root: Path, count: int, arch: Architecture) -> Path:
@@ -148,7 +155,36 @@ def time_naive(export: Path, tokens_path: Path, device: str) -> tuple[float, lis
     return time.perf_counter() - start, ppls
 
 
-def compare(device: str, count: int, n_tokens: int, rounds: int, threads: int | None) -> float:
+def matmul_peak(
+    device: str, n: int, repeats: int = PEAK_REPEATS, dtype: torch.dtype = torch.float32
+) -> float:
+    """Best FLOP/s of ``torch.matmul`` on two n x n matrices (2 n^3 FLOPs), after a warm-up."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    torch.matmul(a, b)
+    _sync(device)
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.matmul(a, b)
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
+
+
+def forward_flops_per_token(arch: Architecture, n_params: int) -> int:
+    """The forward pass's FLOPs per token: weights' multiply-adds plus attention scores."""
+    return 2 * n_params + 4 * arch.n_layer * arch.n_embd * arch.n_positions
+
+
+def compare(
+    device: str,
+    count: int,
+    n_tokens: int,
+    rounds: int,
+    threads: int | None,
+    peak: float | None = None,
+) -> float:
     """Alternating rounds of naive and checker on the same files; returns the speedup."""
     with tempfile.TemporaryDirectory() as tmp:
         export = make_export(Path(tmp) / "export", count, GPT_TINY)
@@ -183,6 +219,11 @@ def compare(device: str, count: int, n_tokens: int, rounds: int, threads: int | 
             f"  speedup    : {naive_best / checker_best:.2f}x best-of-{rounds}, "
             f"{statistics.median(naive_s) / statistics.median(checker_s):.2f}x median"
         )
+        if peak:
+            flops = forward_flops_per_token(GPT_TINY, rows[0].n_params) * sum(
+                r.tokens_scored for r in rows
+            )
+            ACHIEVED[f"[{device}] checker end to end (loading included)"] = flops / checker_best
         return naive_best / checker_best
 
 
@@ -244,14 +285,20 @@ def checkpoints_per_minute(device: str, count: int, n_tokens: int) -> None:
 
 
 def forward_utilisation(
-    device: str, arch: Architecture, batch: int, steps: int, label: str = "GPT-2-small-sized"
+    device: str,
+    arch: Architecture,
+    batch: int,
+    steps: int,
+    label: str = "GPT-2-small-sized",
+    bf16: bool = True,
+    peak: float | None = None,
 ) -> None:
-    """Forward-pass FLOP/s of the checker's scoring path on a GPT-2-small-sized model (bf16)."""
+    """Forward-pass FLOP/s of the checker's scoring path (bf16, or fp32 against ``peak``)."""
     model = build_model(arch, "pre_ln").to(device)
     n_tokens = batch * arch.n_positions * steps + 1
     ids = torch.randint(0, arch.n_vocab, (n_tokens,), device=device)
     plan = plan_windows(n_tokens, arch.n_positions)
-    options = ScoringOptions(device=torch.device(device), bf16=True, batch_windows=batch)
+    options = ScoringOptions(device=torch.device(device), bf16=bf16, batch_windows=batch)
     scorer, _ = choose_scorer(model, ids, plan, options, arch.n_vocab)
     score_stream(
         scorer,
@@ -266,17 +313,26 @@ def forward_utilisation(
     seconds = time.perf_counter() - start
     n_params = sum(p.numel() for p in model.parameters())
     # forward = 1/3 of the course's training count: 2N + 4 * n_layer * n_embd * n_positions
-    flops = (2 * n_params + 4 * arch.n_layer * arch.n_embd * arch.n_positions) * (n_tokens - 1)
+    flops = forward_flops_per_token(arch, n_params) * (n_tokens - 1)
     achieved = flops / seconds
-    peak = _peak(device)
-    share = (
-        f"{achieved / peak:.1%} of the {peak / 1e12:.0f} TFLOPS bf16 dense peak"
-        if peak
-        else "peak unknown"
-    )
+    if bf16:
+        peak = _peak(device)
+        share = (
+            f"{achieved / peak:.1%} of the {peak / 1e12:.0f} TFLOPS bf16 dense peak"
+            if peak
+            else "peak unknown"
+        )
+    else:
+        ACHIEVED[f"[{device}] scoring alone ({label}, one model)"] = achieved
+        share = (
+            f"{achieved / peak:.1%} of the fp32 matmul peak measured at the start"
+            if peak
+            else "peak unknown"
+        )
     print(
-        f"[{device}] {label} forward ({n_params / 1e6:.1f}M params, bf16, path {scorer.name}): "
-        f"{(n_tokens - 1) / seconds:,.0f} tok/s, {achieved / 1e12:.1f} TFLOPS, {share}"
+        f"[{device}] {label} forward ({n_params / 1e6:.1f}M params, {'bf16' if bf16 else 'fp32'}, "
+        f"path {scorer.name}, {torch.get_num_threads()} threads, one model): {(n_tokens - 1) / seconds:,.0f} tok/s, "
+        f"{achieved / 1e9:.1f} GFLOP/s, {share}"
     )
 
 
@@ -318,8 +374,28 @@ def main() -> int:
         f"{torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none'}"
     )
     count, tokens, rounds = (4, 8192, 3) if args.quick else (8, 32768, 2)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cpu_threads = torch.get_num_threads()
+    peak_n = 1024 if args.quick else 2048
+    cpu_peak = matmul_peak("cpu", peak_n)
+    print(
+        f"[cpu] fp32 matmul peak: {cpu_peak / 1e9:.1f} GFLOP/s "
+        f"(best of {PEAK_REPEATS}, {peak_n}x{peak_n}, {cpu_threads} threads)"
+    )
     precision()
-    speedups = {"cpu": compare("cpu", count, tokens, rounds, args.threads)}
+    speedups = {"cpu": compare("cpu", count, tokens, rounds, args.threads, peak=cpu_peak)}
+    # the checker's workers may have changed the thread count: the same threads as the peak
+    torch.set_num_threads(cpu_threads)
+    forward_utilisation(
+        "cpu",
+        GPT_TINY,
+        batch=16,
+        steps=2 if args.quick else 8,
+        label="GPT-tiny (V=50257)",
+        bf16=False,
+        peak=cpu_peak,
+    )
     use_cuda = args.device in ("auto", "cuda") and torch.cuda.is_available()
     if use_cuda:
         speedups["cuda"] = compare("cuda", count * 4, tokens * 4, rounds, None)
@@ -333,6 +409,21 @@ def main() -> int:
             batch=4,
             steps=2,
             label="toy (code-path check)",
+        )
+    torch.set_num_threads(cpu_threads)
+    end_peak = matmul_peak("cpu", peak_n)
+    peak = max(cpu_peak, end_peak)  # a burst of load during one measurement only lowers it
+    print(
+        f"[cpu] fp32 matmul peak: {cpu_peak / 1e9:.1f} GFLOP/s at the start, "
+        f"{end_peak / 1e9:.1f} at the end; the fractions below use {peak / 1e9:.1f}"
+    )
+    if abs(cpu_peak - end_peak) > 0.15 * peak:
+        print(
+            "  WARNING: the two peaks differ by more than 15%: the machine was loaded; rerun idle"
+        )
+    for what, achieved in ACHIEVED.items():
+        print(
+            f"{what}: {achieved / 1e9:.1f} GFLOP/s = {achieved / peak:.1%} of the fp32 matmul peak"
         )
     for device, value in speedups.items():
         print(f"speedup of the checker over the naive loop [{device}]: {value:.2f}x")

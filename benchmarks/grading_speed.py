@@ -15,8 +15,14 @@ on its reference solution:
 * CPU seconds of the secure run (parent + children), and peak memory: the parent's peak RSS
   (``VmHWM``) and the largest child's (``ru_maxrss`` of ``RUSAGE_CHILDREN``); their sum
   bounds what Gradescope's 768 MB container must hold at once;
-* batch throughput: ``lmgrade batch`` on N copies of the reference (duplicates graded, not
-  shared), in submissions per minute with ``--jobs`` workers.
+* batch throughput, warm against cold, in the same run: ``lmgrade batch`` on N copies of the
+  reference (duplicates graded, not shared), in submissions per minute with ``--jobs`` workers,
+  once with every test process started cold (a fresh interpreter importing torch, pytest and the
+  suite) and once forked from the warm grader (``grader.warm``: one process per course
+  environment imported them once; its start-up is inside the timed run). Each submission's score
+  must be identical in both, or the benchmark fails; ``warm / cold`` is the throughput ratio.
+
+``--batch-only`` measures only the batch throughput (warm and cold), a few minutes at most.
 
 Usage: ``python benchmarks/grading_speed.py [--quick] [--assignments ID ...] [--repeat N] [--json FILE]``.
 Each measurement runs in its own process, so imports and caches never carry over.
@@ -55,7 +61,9 @@ class Figures:
     grade_cpu_s: float | None = None
     parent_peak_mb: float | None = None
     child_peak_mb: float | None = None
-    batch_per_min: float | None = None
+    batch_cold_per_min: float | None = None
+    batch_warm_per_min: float | None = None
+    warm_ratio: float | None = None
 
 
 # -- measurements, each run in a fresh process ----------------------------------------------------
@@ -73,8 +81,9 @@ def measure_grade(assignment_id: str, root: str, kwargs: dict) -> dict:
             "parent_peak_mb": _own_peak_mb(), "child_peak_mb": _peak_mb(resource.RUSAGE_CHILDREN)}
 
 
-def measure_batch(assignment_id: str, root: str, copies: int, jobs: int) -> dict:
-    """In a fresh process: batch-grade ``copies`` copies of the reference."""
+def measure_batch(assignment_id: str, root: str, copies: int, jobs: int, warm: bool = True) -> dict:
+    """In a fresh process: batch-grade ``copies`` copies of the reference, test processes forked
+    from the warm grader or started cold."""
     from grader.assignment import load_assignment
     from grader.batch import run_batch
 
@@ -85,10 +94,26 @@ def measure_batch(assignment_id: str, root: str, copies: int, jobs: int) -> dict
             shutil.copytree(assignment.reference_dir, export / f"student_{i:03d}",
                             ignore=shutil.ignore_patterns("variants", "__pycache__"))
         started = time.perf_counter()
-        result = run_batch(assignment, export, Path(tmp) / "out", jobs=jobs, dedupe=False)
+        result = run_batch(assignment, export, Path(tmp) / "out", jobs=jobs, dedupe=False, warm=warm)
         seconds = time.perf_counter() - started
     graded = sum(1 for r in result.rows if r.graded)
-    return {"seconds": seconds, "graded": graded, "per_min": 60 * graded / seconds}
+    scores = {r.submission.id: r.report.score if r.report else None for r in result.rows}
+    return {"seconds": seconds, "graded": graded, "per_min": 60 * graded / seconds, "scores": scores}
+
+
+def batch_warm_vs_cold(figures: Figures, assignment_id: str, root: Path, *, copies: int, jobs: int) -> None:
+    """Cold then warm, each in a fresh process, on the same submissions; scores must agree."""
+    cold = in_fresh_process("batch", assignment_id, root, copies, jobs, "cold")
+    warm = in_fresh_process("batch", assignment_id, root, copies, jobs, "warm")
+    if cold["scores"] != warm["scores"]:
+        differ = {k: (v, warm["scores"].get(k)) for k, v in cold["scores"].items() if warm["scores"].get(k) != v}
+        raise RuntimeError(f"{assignment_id}: warm and cold batches disagree on scores (cold, warm): {differ}")
+    if cold["graded"] != copies:
+        raise RuntimeError(f"{assignment_id}: only {cold['graded']} of {copies} copies were graded")
+    figures.batch_cold_per_min, figures.batch_warm_per_min = cold["per_min"], warm["per_min"]
+    figures.warm_ratio = warm["per_min"] / cold["per_min"]
+    print(f"{assignment_id}: batch of {copies}, {jobs} jobs: cold {cold['per_min']:.1f}/min, "
+          f"warm {warm['per_min']:.1f}/min, warm / cold {figures.warm_ratio:.2f} (scores identical)", flush=True)
 
 
 def measure_suite(assignment_id: str, root: str, part: str) -> dict:
@@ -148,11 +173,15 @@ def in_fresh_process(kind: str, *args) -> dict:
 
 # -- one assignment -------------------------------------------------------------------------------
 
-def benchmark(assignment_id: str, root: Path, *, copies: int, jobs: int, repeat: int) -> Figures:
+def benchmark(assignment_id: str, root: Path, *, copies: int, jobs: int, repeat: int,
+              batch_only: bool = False) -> Figures:
     from grader.assignment import load_assignment
 
     assignment = load_assignment(assignment_id, root=root)
     figures = Figures(assignment_id, len(assignment.tests))
+    if batch_only:
+        batch_warm_vs_cold(figures, assignment_id, root, copies=copies, jobs=jobs)
+        return figures
     figures.public_suite_s = in_fresh_process("suite", assignment_id, root, "public")["seconds"]
     in_process, secure = [], []
     for _ in range(repeat):  # interleaved: a burst of load on the machine hits both modes
@@ -166,7 +195,7 @@ def benchmark(assignment_id: str, root: Path, *, copies: int, jobs: int, repeat:
     figures.grade_cpu_s = graded["cpu_seconds"]
     figures.parent_peak_mb, figures.child_peak_mb = graded["parent_peak_mb"], graded["child_peak_mb"]
     figures.trusted_child_s = in_fresh_process("grade", assignment_id, root, json.dumps(TRUSTED_CHILD_KWARGS))["seconds"]
-    figures.batch_per_min = in_fresh_process("batch", assignment_id, root, copies, jobs)["per_min"]
+    batch_warm_vs_cold(figures, assignment_id, root, copies=copies, jobs=jobs)
     return figures
 
 
@@ -201,7 +230,8 @@ COLUMNS = (("assignment", "assignment", "{}"), ("tests", "tests", "{}"),
            ("trusted child s", "trusted_child_s", "{:.1f}"), ("secure s", "secure_s", "{:.1f}"),
            ("secure / in-process", "secure_ratio", "{:.2f}"), ("secure CPU s", "grade_cpu_s", "{:.1f}"),
            ("parent MB", "parent_peak_mb", "{:.0f}"), ("child MB", "child_peak_mb", "{:.0f}"),
-           ("batch /min", "batch_per_min", "{:.1f}"))
+           ("batch cold /min", "batch_cold_per_min", "{:.1f}"), ("batch warm /min", "batch_warm_per_min", "{:.1f}"),
+           ("warm / cold", "warm_ratio", "{:.2f}"))
 
 
 def print_table(rows: list[Figures]) -> None:
@@ -230,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 2, help="batch workers (default: CPUs)")
     parser.add_argument("--repeat", type=int, help="interleaved runs of in-process and secure grading (default 3; quick 2)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--batch-only", action="store_true", help="only the batch throughput, warm against cold")
     parser.add_argument("--measure", nargs="+", help=argparse.SUPPRESS)  # internal: one measurement
     args = parser.parse_args(argv)
     if args.measure:
@@ -244,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
             root = root or toy_project(Path(tmp))
             print(f"measuring {aid} ...", flush=True)
             rows.append(benchmark(aid, root, copies=copies, jobs=args.jobs,
-                                  repeat=args.repeat or (2 if args.quick else 3)))
+                                  repeat=args.repeat or (2 if args.quick else 3), batch_only=args.batch_only))
     print()
     print_table(rows)
     if args.json:
@@ -258,7 +289,7 @@ def _measure(spec: list[str]) -> int:
     if kind == "grade":
         out = measure_grade(aid, root, json.loads(rest[0]))
     elif kind == "batch":
-        out = measure_batch(aid, root, int(rest[0]), int(rest[1]))
+        out = measure_batch(aid, root, int(rest[0]), int(rest[1]), warm=rest[2] == "warm")
     else:
         out = measure_suite(aid, root, rest[0])
     print(json.dumps(out))

@@ -9,11 +9,23 @@ graded once and share the result, so identical code always gets the identical gr
 
 Written to the output folder:
 
-* ``grades.csv``: one row per submission (students, emails, ids, score, points per question);
+* ``grades.csv``: the detailed file, one row per submission (students, emails, ids, status,
+  score, points per question, the submission it is identical to, and notes: never empty for a
+  submission that lost points to staging, such as a syntax error or a missing file);
+* ``gradescope_grades.csv``: Gradescope's import format, one row per student (a group's members
+  each get the group's score): ``Name, SID, Email, Total Score`` and one column per question of
+  the rubric, named as Gradescope names them (``1: ops.py (10.0 pts)``); a submission that was
+  not graded has empty scores, so an upload leaves that student's grade alone;
 * ``results/<submission id>.json``: the results.json Gradescope would have received;
 * ``report.html`` with ``figures/*.png``: score histogram, pass rate per test, the most common
   failure messages per test, and the submission pairs whose code is most alike;
-* ``similarity.csv``: every pair of submissions sharing code beyond the template, most alike first.
+* ``similarity.csv``: every pair of submissions sharing code beyond the template, most alike first;
+* ``batch-state.json`` and ``.batch-state/``: what finished, by content hash (``BatchState``).
+
+Ctrl-C or SIGTERM stops the batch within seconds: the files above are still written for what
+finished, the rest marked "not graded: batch was interrupted", and ``--resume`` grades only
+those (and any submission changed since). ``--executor slurm`` grades through a submitit job
+array instead of this process's pool (``grader.cluster``), with the same files at the end.
 
 Similarity uses copydetect's winnowed fingerprints per handout file with the template as
 boilerplate, so the code every student was given never counts as shared.
@@ -29,14 +41,17 @@ import logging
 import os
 import re
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import zipfile
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from itertools import combinations
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -46,7 +61,9 @@ import yaml
 from grader.assignment import Assignment, load_assignment
 
 if TYPE_CHECKING:  # the runner is imported when grading starts, not by every `lmgrade` command
+    from grader.cluster import ClusterOptions
     from grader.report import GradeReport
+    from grader.runner import StopFlag
 
 METADATA_FILE = "submission_metadata.yml"
 SIMILARITY_THRESHOLD = 0.8
@@ -65,6 +82,14 @@ MAX_YAML_ALIASES = 100  # Gradescope's metadata uses none
 MAX_YAML_NODES = 2_000_000  # values read once aliases are expanded (an alias bomb expands to billions)
 MAX_SIMILARITY_FILE_CHARS = 512 * 1024  # a file past this is left out of the similarity report
 SIMILARITY_TIME_LIMIT = 600.0  # seconds for all pairs; the report says if it stopped early
+GRADESCOPE_CSV = "gradescope_grades.csv"
+STATE_FILE = "batch-state.json"  # what finished, by content hash: `--resume` reads it
+STATE_REPORTS = ".batch-state"  # the finished reports themselves, one file per content hash
+STATE_VERSION = 1
+NOT_GRADED = "not graded: batch was interrupted"
+# what a batch writes into its output folder: `--force` removes these, and only these
+OUTPUTS = ("grades.csv", GRADESCOPE_CSV, "report.html", "similarity.csv", STATE_FILE, STATE_REPORTS, "results",
+           "figures", "submitit")
 
 
 class BatchError(RuntimeError):
@@ -184,25 +209,138 @@ class Row:
     error: str = ""
     seconds: float = 0.0
     same_as: str = ""  # the submission whose identical staged files were graded instead
+    interrupted: bool = False  # not graded because the batch was stopped: --resume grades it
+    resumed: bool = False  # graded by an earlier, interrupted run of the same batch
 
     @property
     def graded(self) -> bool:
         return self.report is not None
 
 
+class BatchState:
+    """What an output folder's batch has finished, so ``--resume`` grades only the rest.
+
+    Finished reports are kept by the content hash of the staged files (``staged_key``), not by
+    submission id: a student who resubmitted between the runs has a new hash and is graded
+    again, and identical code keeps getting the identical grade. Each report is written once,
+    to ``.batch-state/<hash>.json``; the small index ``batch-state.json`` (submission id ->
+    hash, and whether the last run was interrupted) is rewritten atomically after each one, so
+    the work per finished submission stays constant and even a batch killed with SIGKILL
+    resumes from what it had finished. Cluster shards share the reports folder and keep an
+    index each (``submitit/shard-K-of-N.json``), merged into the batch's when the array ends.
+    """
+
+    def __init__(self, path: Path, assignment: Assignment, reports_dir: Path,
+                 submissions: dict | None = None):
+        self.path, self.assignment, self.reports_dir = path, assignment, reports_dir
+        self.submissions: dict[str, str] = submissions or {}  # submission id -> staged key
+        self.interrupted = False
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, path: Path, assignment: Assignment, reports_dir: Path) -> BatchState:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise BatchError(f"cannot read {path} to resume from it: {err}") from err
+        if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
+            raise BatchError(f"{path} is not a batch state this lmgrade can resume from")
+        if data.get("assignment") != assignment.id:
+            raise BatchError(f"{path} is a batch of {data.get('assignment')}, not {assignment.id}: "
+                             "give another output folder")
+        return cls(path, assignment, reports_dir, dict(data.get("submissions") or {}))
+
+    def has(self, key: str | None) -> bool:
+        return key is not None and (self.reports_dir / f"{key}.json").is_file()
+
+    def report_for(self, key: str | None, label: str) -> GradeReport | None:
+        """The finished report for these staged files, or None if they were never graded."""
+        from grader.report import GradeReport, TestResult
+
+        if not self.has(key):
+            return None
+        try:
+            data = json.loads((self.reports_dir / f"{key}.json").read_text(encoding="utf-8"))
+            tests = [TestResult(**t) for t in data["tests"]]
+            return GradeReport(assignment=self.assignment, submission=label, tests=tests,
+                               notes=list(data["notes"]), execution_time=float(data["execution_time"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None  # damaged: graded again
+
+    def record(self, submission_id: str, key: str | None, report: GradeReport) -> None:
+        from grader.results import write_json_atomic
+
+        if key is not None and not self.has(key):
+            write_json_atomic({"tests": [asdict(t) for t in report.tests], "notes": list(report.notes),
+                               "execution_time": report.execution_time}, self.reports_dir / f"{key}.json")
+        self.adopt(submission_id, key)
+
+    def adopt(self, submission_id: str, key: str | None) -> None:
+        """Index a submission whose report is in the reports folder (a cluster shard's)."""
+        with self._lock:
+            if key is not None:
+                self.submissions[submission_id] = key
+            self._save()
+
+    def save(self, *, interrupted: bool) -> None:
+        with self._lock:
+            self.interrupted = interrupted
+            self._save()
+
+    def _save(self) -> None:
+        from grader.results import write_json_atomic
+
+        write_json_atomic({"version": STATE_VERSION, "assignment": self.assignment.id,
+                           "interrupted": self.interrupted, "submissions": self.submissions,
+                           "reports": sorted(set(self.submissions.values()))}, self.path)
+
+
 def grade_all(assignment: Assignment, submissions: list[Submission], results_dir: Path, *,
-              jobs: int = 2, dedupe: bool = True, budget: float | None = None, on_done=None) -> list[Row]:
+              jobs: int = 2, dedupe: bool = True, budget: float | None = None, on_done=None,
+              stop: StopFlag | None = None, state: BatchState | None = None, warm: bool = True) -> list[Row]:
     """Grade every submission (``jobs`` at once); rows come back in the input's order.
 
     With ``dedupe``, submissions whose staged files are identical (the untouched template
     handed in twice, a copied solution) are graded once and share the report, so identical
-    code always gets the identical grade.
+    code always gets the identical grade. With ``state``, staged files an earlier run of the
+    batch finished are not graded again, and each finished grading is recorded there. Once
+    ``stop`` is requested, running gradings stop within a second and the rest are not started:
+    their rows say the batch was interrupted.
     """
     results_dir.mkdir(parents=True, exist_ok=True)
-    originals, copies = split_duplicates(assignment, submissions) if dedupe else (submissions, [])
+    hashed = dedupe or state is not None  # staging each submission once more costs a copy of its files
+    keys = {s.id: staged_key(assignment, s.folder) if s.folder is not None and hashed else None
+            for s in submissions}
+    first: dict[str, str] = {}  # staged key -> the first submission with it (the one graded)
+    for s in submissions:
+        if keys[s.id] is not None:
+            first.setdefault(keys[s.id], s.id)
     rows: dict[str, Row] = {}
+    todo = []
+    for s in submissions:
+        report = state.report_for(keys[s.id], s.id) if state is not None else None
+        if report is None:
+            todo.append(s)
+            continue
+        same_as = first[keys[s.id]] if dedupe and first[keys[s.id]] != s.id else ""
+        rows[s.id] = Row(s, report=report, resumed=True, same_as=same_as)
+        results = results_dir / f"{_safe_name(s.id)}.json"
+        if not results.is_file():
+            from grader.results import write_results
+
+            write_results(report, results)
+        if on_done:
+            on_done(rows[s.id])
+    originals, copies = split_duplicates(todo, keys) if dedupe else (todo, [])
+
+    def grade_and_record(s: Submission) -> Row:
+        row = grade_one(assignment, s, results_dir, budget=budget, stop=stop, warm=warm)
+        if state is not None and row.report is not None:
+            state.record(s.id, keys[s.id], row.report)
+        return row
+
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        futures = [pool.submit(grade_one, assignment, s, results_dir, budget=budget) for s in originals]
+        futures = [pool.submit(grade_and_record, s) for s in originals]
         for future in as_completed(futures):
             row = future.result()
             rows[row.submission.id] = row
@@ -210,18 +348,21 @@ def grade_all(assignment: Assignment, submissions: list[Submission], results_dir
                 on_done(row)
     for submission, original in copies:
         rows[submission.id] = _copy_row(rows[original.id], submission, results_dir)
+        if state is not None and rows[submission.id].report is not None:
+            state.record(submission.id, keys[submission.id], rows[submission.id].report)
         if on_done:
             on_done(rows[submission.id])
     return [rows[s.id] for s in submissions]
 
 
-def split_duplicates(assignment: Assignment, submissions: list[Submission]
+def split_duplicates(submissions: list[Submission], keys: dict[str, str | None]
                      ) -> tuple[list[Submission], list[tuple[Submission, Submission]]]:
-    """(submissions to grade, [(duplicate, the earlier submission it is identical to)])."""
+    """(submissions to grade, [(duplicate, the earlier submission it is identical to)]), by
+    their ``staged_key`` (None: graded on its own)."""
     first: dict[str, Submission] = {}
     originals, copies = [], []
     for s in submissions:
-        key = staged_key(assignment, s.folder) if s.folder is not None else None
+        key = keys.get(s.id)
         if key is not None and key in first:
             copies.append((s, first[key]))
             continue
@@ -233,9 +374,10 @@ def split_duplicates(assignment: Assignment, submissions: list[Submission]
 
 def staged_key(assignment: Assignment, folder: Path) -> str | None:
     """A hash of what grading sees: the staged files and what staging noted about them."""
+    from grader.sandbox import run_folder
     from grader.submission import stage
 
-    with tempfile.TemporaryDirectory(prefix="lmgrade-key-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="lmgrade-key-", dir=run_folder()) as tmp:
         try:
             staged = stage(assignment, folder, Path(tmp) / "staged")
         except Exception:  # noqa: BLE001 - graded on its own, where the error is reported
@@ -248,6 +390,8 @@ def staged_key(assignment: Assignment, folder: Path) -> str | None:
 
 
 def _copy_row(original: Row, submission: Submission, results_dir: Path) -> Row:
+    if original.interrupted:
+        return Row(submission, error=NOT_GRADED, interrupted=True)
     source = results_dir / f"{_safe_name(original.submission.id)}.json"
     if source.is_file():
         shutil.copyfile(source, results_dir / f"{_safe_name(submission.id)}.json")
@@ -255,22 +399,30 @@ def _copy_row(original: Row, submission: Submission, results_dir: Path) -> Row:
 
 
 def grade_one(assignment: Assignment, submission: Submission, results_dir: Path, *,
-              budget: float | None = None) -> Row:
-    """Never raises: whatever goes wrong becomes the row's error."""
+              budget: float | None = None, stop: StopFlag | None = None, warm: bool = True) -> Row:
+    """Never raises: whatever goes wrong becomes the row's error. ``warm``: test processes are
+    forked from the warm grader (``grader.warm``); False starts each cold (benchmarks compare)."""
     from grader.runner import NOTHING_TO_GRADE, grade
 
     started = time.time()
     if submission.folder is None:
         return Row(submission, error="the export has no files for this submission")
+    if stop is not None and stop.requested:
+        return Row(submission, error=NOT_GRADED, interrupted=True)
+    results = results_dir / f"{_safe_name(submission.id)}.json"
     try:
         extra = {"budget": budget} if budget else {}  # tests not finished by then score 0, as on Gradescope
-        report = grade(assignment, submission.folder, results_path=results_dir / f"{_safe_name(submission.id)}.json",
-                       label=submission.id, warm=True, **extra)
+        report = grade(assignment, submission.folder, results_path=results, label=submission.id, warm=warm,
+                       stop=stop, **extra)
     except Exception as err:  # noqa: BLE001 - one bad submission must not stop the batch
         return Row(submission, error=f"{type(err).__name__}: {err}", seconds=time.time() - started)
+    if report.interrupted:  # half a grading is no grade: --resume grades it whole
+        results.unlink(missing_ok=True)
+        return Row(submission, error=NOT_GRADED, interrupted=True, seconds=time.time() - started)
     handed_in_nothing = any(n.startswith(NOTHING_TO_GRADE) for n in report.notes)
     if report.tests and all(t.outcome == "not run" for t in report.tests) and not handed_in_nothing:
         # the suite never started (the grader's set-up failed): not a zero the student earned
+        # (none of the handout's files is a zero the student earned, as on Gradescope)
         why = "; ".join(report.notes) or (report.log_tail.strip().splitlines() or ["the test process did not start"])[-1]
         return Row(submission, error=f"nothing was run: {why}", seconds=time.time() - started)
     return Row(submission, report=report, seconds=time.time() - started)
@@ -293,13 +445,39 @@ def write_grades_csv(assignment: Assignment, rows: list[Row], path: Path) -> Pat
             s = row.submission
             line = [s.id, s.people("name"), s.people("email"), s.people("sid")]
             if row.report is None:
-                writer.writerow(line + ["error", "", f"{assignment.total_points:g}"] + [""] * len(questions)
+                status = "not graded" if row.interrupted else "error"
+                writer.writerow(line + [status, "", f"{assignment.total_points:g}"] + [""] * len(questions)
                                 + [row.same_as, row.error])
                 continue
             per_q = question_points(row.report)
             notes = "; ".join(row.report.notes)
             writer.writerow(line + ["graded", f"{row.report.score:g}", f"{row.report.max_score:g}"]
                             + [f"{per_q.get(q.number, 0.0):g}" for q in questions] + [row.same_as, notes])
+    return path
+
+
+def gradescope_question_column(question) -> str:
+    """A question's column as Gradescope writes it in its own grade exports: ``1: ops.py (10.0 pts)``."""
+    return f"{question.number}: {question.name} ({question.points:.1f} pts)"
+
+
+def write_gradescope_csv(assignment: Assignment, rows: list[Row], path: Path) -> Path:
+    """Gradescope's import format: one row per student, ``Name, SID, Email, Total Score`` and a
+    column per question; a group submission gives each member its score. A submission without
+    a grade (an error, an interrupted batch) has empty scores: uploading them changes nothing."""
+    questions = assignment.questions
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["Name", "SID", "Email", "Total Score"] + [gradescope_question_column(q) for q in questions])
+        for row in rows:
+            if row.report is not None:
+                per_q = question_points(row.report)
+                scores = [f"{row.report.score:g}"] + [f"{per_q.get(q.number, 0.0):g}" for q in questions]
+            else:
+                scores = [""] * (1 + len(questions))
+            people = row.submission.submitters or [{"name": row.submission.id}]
+            for person in people:
+                writer.writerow([person.get("name", ""), person.get("sid", ""), person.get("email", ""), *scores])
     return path
 
 
@@ -356,8 +534,10 @@ def tally_tests(assignment: Assignment, rows: list[Row]) -> list[Tally]:
 
 def score_summary(rows: list[Row], max_score: float) -> dict:
     scores = [r.report.score for r in rows if r.report]
+    missing = sum(1 for r in rows if r.interrupted)
     return {
-        "submissions": len(rows), "graded": len(scores), "errors": len(rows) - len(scores), "max_score": max_score,
+        "submissions": len(rows), "graded": len(scores), "errors": len(rows) - len(scores) - missing,
+        "missing": missing, "max_score": max_score,
         "mean": statistics.fmean(scores) if scores else 0.0, "median": statistics.median(scores) if scores else 0.0,
         "full_marks": sum(1 for s in scores if s >= max_score), "zero": sum(1 for s in scores if s == 0),
     }
@@ -547,7 +727,8 @@ def write_report(assignment: Assignment, rows: list[Row], pairs: list[Pair], out
         question_means=_question_means(assignment, rows), flagged=flagged[:MAX_REPORTED_PAIRS],
         n_flagged=len(flagged), n_pairs=len(pairs), threshold=threshold, names=names,
         generated=time.strftime("%Y-%m-%d %H:%M"), results_name=_safe_name,
-        errors=[r for r in rows if not r.graded], similarity_error=similarity_error,
+        errors=[r for r in rows if not r.graded and not r.interrupted], similarity_error=similarity_error,
+        missing=[r for r in rows if r.interrupted],
     )
     path = out / "report.html"
     path.write_text(html, encoding="utf-8")
@@ -567,33 +748,188 @@ class BatchResult:
     pairs: list[Pair]
     grades_csv: Path
     report: Path
+    interrupted: str = ""  # the signal that stopped the batch ("SIGINT"), or ""
+
+    @property
+    def missing(self) -> int:
+        return sum(1 for r in self.rows if r.interrupted)
+
+    @property
+    def resumed(self) -> int:
+        return sum(1 for r in self.rows if r.resumed)
 
 
 def run_batch(assignment: Assignment, export: Path, out: Path, *, jobs: int = 2, dedupe: bool = True,
-              budget: float | None = None,
-              threshold: float = SIMILARITY_THRESHOLD, progress: bool = False) -> BatchResult:
-    """Grade an export, then write grades.csv, results/, report.html and similarity.csv into ``out``."""
-    with tempfile.TemporaryDirectory(prefix="lmgrade-export-") as tmp:
+              budget: float | None = None, threshold: float = SIMILARITY_THRESHOLD, progress: bool = False,
+              resume: bool = False, force: bool = False, on_stop=None,
+              cluster: ClusterOptions | None = None, console=None, warm: bool = True) -> BatchResult:
+    """Grade an export, then write grades.csv, results/, report.html and similarity.csv into ``out``.
+
+    An ``out`` that already holds files is refused unless ``resume`` (grade only what the batch
+    state there does not have) or ``force`` (grade everything again, replacing the batch's files).
+    SIGINT and SIGTERM stop the batch (``on_stop(signal name)`` is called at once): running
+    gradings are stopped, the rest are not started, and the files are written for what finished,
+    with the missing submissions marked; a second signal gives up at once (KeyboardInterrupt).
+
+    With ``cluster`` on a cluster executor, the submissions are graded by a submitit job array
+    (``grade_shard``, one task per shard, identical submissions in the same shard), each task
+    recording into its own state file; the shards' states are merged into the batch's, and
+    the rows come from it exactly as ``--resume`` reads them, so the files are the local path's.
+    """
+    from grader.runner import StopFlag
+    from grader.sandbox import run_folder
+
+    # in the run folder, beside the gradings' own (LMGRADE_RUN_ROOT under root): one place to
+    # look for what a batch leaves behind, and it leaves nothing, however it is stopped
+    with tempfile.TemporaryDirectory(prefix="lmgrade-export-", dir=run_folder()) as tmp:
         root = unpack_export(Path(export), Path(tmp))
         submissions = read_export(root)
         if not submissions:
             raise BatchError(f"no submissions in {export}: expected {METADATA_FILE} beside the "
                              "submission folders, or one folder per student")
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise BatchError(f"cannot create the output folder {out}: {err}") from err
-        rows = _grade_with_progress(assignment, submissions, out / "results", jobs, dedupe, budget, progress)
+        state = _prepare_out(assignment, out, resume=resume, force=force)
+        stop = StopFlag()
+        with _stop_on_signals(stop, on_stop):
+            if cluster is not None and cluster.on_cluster:
+                if progress and console is None:
+                    from rich.console import Console
+
+                    console = Console(stderr=True, highlight=False)
+                _grade_on_cluster(assignment, root, submissions, out, state, cluster, jobs=jobs, dedupe=dedupe,
+                                  budget=budget, stop=stop, console=console if progress else None,
+                                  temporary=root != Path(export))  # a zip extracted into tmp
+            rows = _grade_with_progress(assignment, submissions, out / "results", jobs, dedupe, budget, progress,
+                                        stop, state, warm)
+        state.save(interrupted=stop.requested)
         grades = write_grades_csv(assignment, rows, out / "grades.csv")  # first: the grades matter most
-        try:
-            pairs, similarity_error = find_similar(assignment, submissions), ""
-        except SimilarityStopped as stopped:
-            pairs, similarity_error = stopped.pairs, str(stopped)
-        except Exception as err:  # noqa: BLE001 - the grades matter more than the similarity report
-            pairs, similarity_error = [], f"{type(err).__name__}: {err}"
+        write_gradescope_csv(assignment, rows, out / GRADESCOPE_CSV)
+        if stop.requested:  # the TA asked to stop: no minutes of similarity now, it comes with --resume
+            pairs, similarity_error = [], "not computed: the batch was interrupted (it is with --resume)"
+        else:
+            try:
+                pairs, similarity_error = find_similar(assignment, submissions), ""
+            except SimilarityStopped as stopped:
+                pairs, similarity_error = stopped.pairs, str(stopped)
+            except Exception as err:  # noqa: BLE001 - the grades matter more than the similarity report
+                pairs, similarity_error = [], f"{type(err).__name__}: {err}"
     write_similarity_csv(pairs, submissions, out / "similarity.csv", threshold)
     report = write_report(assignment, rows, pairs, out, threshold, similarity_error=similarity_error)
-    return BatchResult(rows=rows, pairs=pairs, grades_csv=grades, report=report)
+    return BatchResult(rows=rows, pairs=pairs, grades_csv=grades, report=report,
+                       interrupted=stop.signal_name if stop.requested else "")
+
+
+def _grade_on_cluster(assignment: Assignment, root: Path, submissions: list[Submission], out: Path,
+                      state: BatchState, cluster: ClusterOptions, *, jobs: int, dedupe: bool,
+                      budget: float | None, stop, console, temporary: bool) -> None:
+    """Grade what ``state`` lacks as a job array; merge the shards' states into ``state``.
+
+    Shards are cut by staged key, round robin, so identical submissions land in one shard and
+    are graded once. The export is copied into the output folder when it is a temporary
+    extraction (the compute nodes must see it), and removed afterwards.
+    """
+    from grader.cluster import run_array
+
+    keys = {s.id: staged_key(assignment, s.folder) if s.folder is not None else None for s in submissions}
+    groups: dict[str, list[str]] = {}
+    for s in submissions:
+        if s.folder is None or state.has(keys[s.id]):
+            continue  # nothing to grade, or graded by an earlier run
+        group = keys[s.id] if dedupe and keys[s.id] is not None else f"id:{s.id}"
+        groups.setdefault(group, []).append(s.id)
+    if not groups:
+        return
+    n = min(cluster.shards, len(groups))
+    shards: list[list[str]] = [[] for _ in range(n)]
+    for i, ids in enumerate(groups.values()):
+        shards[i % n].extend(ids)
+    shared = out / "submitit"
+    copied = None
+    if temporary:
+        copied = out / ".export"
+        shutil.rmtree(copied, ignore_errors=True)
+        shutil.copytree(root, copied)
+        root = copied
+    try:
+        tasks = [(assignment.id, assignment.root, root, ids, out, jobs, dedupe, budget, f"shard-{k + 1}-of-{n}")
+                 for k, ids in enumerate(shards)]
+        run_array(grade_shard, tasks, cluster, shared, name=f"lmgrade-batch-{assignment.id}", console=console,
+                  stop=stop)
+    finally:
+        for k in range(n):
+            path = shared / f"shard-{k + 1}-of-{n}.json"
+            if path.is_file():
+                shard = BatchState.load(path, assignment, state.reports_dir)
+                for sid, key in shard.submissions.items():
+                    state.adopt(sid, key)
+        if copied is not None:
+            shutil.rmtree(copied, ignore_errors=True)
+
+
+def grade_shard(assignment_id: str, assignment_root: Path, export_root: Path, ids: list[str], out: Path,
+                jobs: int, dedupe: bool, budget: float | None, shard: str) -> int:
+    """One array task: grade the submissions ``ids`` of the export into ``out/results``, recording
+    into ``out/submitit/<shard>.json``. Runs on a compute node; returns how many it graded."""
+    assignment = load_assignment(assignment_id, root=Path(assignment_root))
+    wanted = set(ids)
+    submissions = [s for s in read_export(Path(export_root)) if s.id in wanted]
+    path = Path(out) / "submitit" / f"{shard}.json"
+    # a retried task keeps what its first attempt finished
+    reports = Path(out) / STATE_REPORTS  # shared by the shards: one file per content hash
+    state = BatchState.load(path, assignment, reports) if path.is_file() else BatchState(path, assignment, reports)
+    rows = grade_all(assignment, submissions, Path(out) / "results", jobs=jobs, dedupe=dedupe, budget=budget,
+                     state=state)
+    state.save(interrupted=False)
+    return sum(1 for r in rows if r.graded)
+
+
+def _prepare_out(assignment: Assignment, out: Path, *, resume: bool, force: bool) -> BatchState:
+    """Check the output folder against --resume/--force and create it; the batch state to use."""
+    state_path = out / STATE_FILE
+    if out.is_dir() and any(out.iterdir()) and not (resume or force):
+        raise BatchError(f"{out} is not empty: give --resume to continue the batch graded there, "
+                         "or --force to grade again and replace its files")
+    if resume and out.is_dir() and any(out.iterdir()):
+        if not state_path.is_file():
+            raise BatchError(f"{out} holds no {STATE_FILE}, so there is nothing to resume: "
+                             "give --force to grade again and replace its files")
+        return BatchState.load(state_path, assignment, out / STATE_REPORTS)
+    if force and out.is_dir():
+        for name in OUTPUTS:
+            path = out / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise BatchError(f"cannot create the output folder {out}: {err}") from err
+    state = BatchState(state_path, assignment, out / STATE_REPORTS)
+    state.save(interrupted=False)
+    return state
+
+
+@contextmanager
+def _stop_on_signals(stop: StopFlag, on_stop=None):
+    """SIGINT/SIGTERM request ``stop`` (the pool's gradings poll it); a second one raises
+    KeyboardInterrupt. Only the main thread may install handlers: elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(signum, frame) -> None:
+        if stop.requested:
+            raise KeyboardInterrupt
+        stop.request(signal.Signals(signum).name)
+        if on_stop is not None:
+            on_stop(stop.signal_name)
+
+    old = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 def unpack_export(export: Path, tmp: Path) -> Path:
@@ -631,9 +967,11 @@ def check_zip(zf: zipfile.ZipFile, name: Path) -> None:
                              "(a zip bomb?): refused")
 
 
-def _grade_with_progress(assignment, submissions, results_dir, jobs, dedupe, budget, progress) -> list[Row]:
+def _grade_with_progress(assignment, submissions, results_dir, jobs, dedupe, budget, progress, stop=None,
+                         state=None, warm: bool = True) -> list[Row]:
     if not progress:
-        return grade_all(assignment, submissions, results_dir, jobs=jobs, dedupe=dedupe, budget=budget)
+        return grade_all(assignment, submissions, results_dir, jobs=jobs, dedupe=dedupe, budget=budget,
+                         stop=stop, state=state, warm=warm)
     from rich import progress as rp
 
     columns = (rp.TextColumn("grading"), rp.BarColumn(), rp.MofNCompleteColumn(), rp.TimeRemainingColumn(),
@@ -642,11 +980,12 @@ def _grade_with_progress(assignment, submissions, results_dir, jobs, dedupe, bud
         task = bar.add_task("", total=len(submissions))
 
         def done(row: Row) -> None:
-            score = f"{row.report.score:g}" if row.report else "error"
-            bar.update(task, advance=1, description=f"{row.submission.id}: {score}")
+            score = f"{row.report.score:g}" if row.report else "not graded" if row.interrupted else "error"
+            kept = " (from the earlier run)" if row.resumed else ""
+            bar.update(task, advance=1, description=f"{row.submission.id}: {score}{kept}")
 
         return grade_all(assignment, submissions, results_dir, jobs=jobs, dedupe=dedupe, budget=budget,
-                         on_done=done)
+                         on_done=done, stop=stop, state=state, warm=warm)
 
 
 # -- command line ---------------------------------------------------------------------------------
@@ -661,15 +1000,31 @@ def add_parsers(subparsers) -> None:
                     f"({METADATA_FILE} beside submission_<id>/ folders), or of a plain folder with one\n"
                     "folder per student, N at a time. A submission that cannot be graded becomes an\n"
                     "error row; the batch goes on. Identical submissions are graded once. Writes into OUT:\n"
-                    "  grades.csv         student, email, sid, submission id, score, points per question\n"
+                    "  grades.csv         student, email, sid, submission id, score, points per question,\n"
+                    "                     notes (why points were lost to staging, why not graded)\n"
+                    f"  {GRADESCOPE_CSV}  Gradescope's import format: Name, SID, Email, Total Score,\n"
+                    "                     one column per question\n"
                     "  results/<id>.json  the results.json Gradescope would have received\n"
                     "  report.html        score histogram, pass rate per test, most common failures,\n"
                     "                     the most similar pairs (figures/ beside it)\n"
-                    "  similarity.csv     every pair sharing code beyond the template (copydetect)",
-        epilog="example:\n  lmgrade batch cmu_11667_a2 assignment_123_export.zip -o grading/ --jobs 4")
+                    "  similarity.csv     every pair sharing code beyond the template (copydetect)\n"
+                    f"  {STATE_FILE}   what finished, by content hash (for --resume)\n"
+                    "Ctrl-C (or SIGTERM) stops the batch within seconds and still writes grades.csv and\n"
+                    "report.html for what finished, marking the rest 'not graded'; --resume grades the rest.",
+        epilog="example:\n  lmgrade batch cmu_11667_a2 assignment_123_export.zip -o grading/ --jobs 4\n"
+               "  lmgrade batch cmu_11667_a2 export.zip -o grading/ --executor slurm --shards 20 "
+               "--partition cpu --cpus-per-task 4 --jobs 4   # a Slurm job array, merged at the end\n"
+               "  lmgrade batch cmu_11667_a2 assignment_123_export.zip -o grading/ --resume   # after Ctrl-C")
     p.add_argument("assignment", metavar="ID", help="assignment id (see `lmgrade list`)")
     p.add_argument("export", type=Path, metavar="EXPORT", help="the export: a folder or a zip")
-    p.add_argument("-o", "--out", type=Path, required=True, metavar="OUT", help="output folder (created)")
+    p.add_argument("-o", "--out", type=Path, required=True, metavar="OUT",
+                   help="output folder (created; one that holds files needs --resume or --force)")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="continue the batch in OUT: submissions whose staged files it already graded "
+                            "are kept, the rest (and changed ones) are graded")
+    again.add_argument("--force", action="store_true",
+                       help="grade everything again, replacing the batch's files in OUT")
     p.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 2, metavar="N",
                    help="submissions graded at once (default: the number of CPUs, %(default)s here)")
     p.add_argument("--similarity-threshold", type=float, default=SIMILARITY_THRESHOLD, metavar="FRACTION",
@@ -680,6 +1035,9 @@ def add_parsers(subparsers) -> None:
                         f"(default {GRADESCOPE_TIME_LIMIT}, Gradescope's default limit; 0: none)")
     p.add_argument("--grade-duplicates", action="store_true",
                    help="grade every submission even when its staged files are identical to another's")
+    from grader.cluster import add_arguments
+
+    add_arguments(p)
     p.set_defaults(func=cmd_batch)
 
 
@@ -694,18 +1052,41 @@ def cmd_batch(args) -> int:
     if not 0 < args.similarity_threshold <= 1:
         print(f"error: --similarity-threshold must be in (0, 1] (got {args.similarity_threshold:g})", file=sys.stderr)
         return 2
+    from grader.cluster import ClusterError, options_from_args
+
+    try:
+        cluster = options_from_args(args)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+    def stopping(name: str) -> None:
+        print(f"\n{name}: stopping the batch (the running gradings are stopped; press Ctrl-C again to "
+              "quit at once, without writing grades.csv)", file=sys.stderr, flush=True)
+
     try:
         result = run_batch(assignment, args.export, args.out, jobs=args.jobs, dedupe=not args.grade_duplicates,
-                           budget=args.time_budget or None,
-                           threshold=args.similarity_threshold, progress=True)
+                           budget=args.time_budget or None, threshold=args.similarity_threshold, progress=True,
+                           resume=args.resume, force=args.force, on_stop=stopping, cluster=cluster)
     except BatchError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except ClusterError as err:  # what the array finished is in the batch state already
+        print(f"error: {err}; the submissions graded so far are kept: run the same command with --resume "
+              "to grade the rest", file=sys.stderr)
+        return 1
     summary = score_summary(result.rows, assignment.total_points)
     flagged = sum(1 for p in result.pairs if p.similarity >= args.similarity_threshold)
+    if result.resumed:
+        print(f"resumed: {result.resumed} submission(s) kept from the earlier run, "
+              f"{summary['submissions'] - result.resumed} graded now")
     print(f"graded {summary['graded']} of {summary['submissions']} submissions, mean score "
           f"{summary['mean']:.2f} / {summary['max_score']:g}; {summary['errors']} could not be graded "
           f"(see report.html); {flagged} similar pair(s) flagged")
-    print(f"wrote {result.grades_csv}, {result.report}, {result.grades_csv.parent / 'similarity.csv'}, "
-          f"{result.grades_csv.parent / 'results'}/")
-    return 0
+    if result.interrupted:
+        print(f"interrupted ({result.interrupted}): {result.missing} submission(s) not graded, marked "
+              f"'not graded' in grades.csv; run the same command with --resume to grade them")
+    out = result.grades_csv.parent
+    print(f"wrote {result.grades_csv}, {out / GRADESCOPE_CSV} (to upload to Gradescope), {result.report}, "
+          f"{out / 'similarity.csv'}, {out / 'results'}/")
+    return 130 if result.interrupted else 0

@@ -16,6 +16,7 @@ stop the run cleanly, and results.json is still written, saying the run was inte
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -51,7 +52,7 @@ from grader.sandbox import (
     wrapper_command,
 )
 from grader.snapshots import SnapshotStore
-from grader.submission import StagedSubmission, stage
+from grader.submission import StagedSubmission, stage, syntax_problems
 
 MAX_RESTARTS = 25
 GRACE_SECONDS = 5.0  # on top of the per-test timeout, for pytest-timeout to fail the test itself
@@ -67,6 +68,7 @@ LOG_TAIL = 3000
 MAX_STDOUT = 4000
 SECRET_ENV = ("GRADESCOPE_TOKEN", "OTTER_TOKEN")
 INTERRUPTED = "grading was interrupted"
+NOTHING_TO_GRADE = "nothing to grade"  # a note's start: none of the handout's files was handed in
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,9 @@ class GradeOptions:
     # stop at the first graded test whose evidence fails (mutant checks: that one test shows the
     # mutant loses points even if it rewrote its own test process); the rest is "not run"
     first_evidence_failure: bool = False
+    # a stop request shared with the caller (``lmgrade batch``: one Ctrl-C stops every run of its
+    # pool); None: this run stops on its own SIGTERM/SIGINT when graded in the main thread
+    stop: StopFlag | None = None
 
     @property
     def use_warm(self) -> bool:
@@ -110,9 +115,10 @@ def grade(assignment: Assignment, submission: Path | None, options: GradeOptions
     events: dict[str, dict] = {}
     oracle: OracleServer | None = None
     log_tail = ""
-    stop = _StopOnSignal()
+    stop = opts.stop if opts.stop is not None else _StopOnSignal()
     become_subreaper()
-    with stop, tempfile.TemporaryDirectory(prefix="lmgrade-", dir=run_folder()) as tmp:
+    handlers = stop if isinstance(stop, _StopOnSignal) else contextlib.nullcontext()
+    with handlers, tempfile.TemporaryDirectory(prefix="lmgrade-", dir=run_folder()) as tmp:
         tmp_path = Path(tmp)
         staged = _stage(assignment, submission, tmp_path, opts, notes)
         static: dict = {}
@@ -166,13 +172,26 @@ def _stage(assignment, submission, tmp_path: Path, opts: GradeOptions, notes: li
                      "no test was run")
         return None
     notes += list(staged.notes) + [f"{alias}: {msg}" for alias, msg in staged.errors.items()]
+    env = getattr(assignment, "environment", None)
+    notes += syntax_problems(staged, python=getattr(env, "python", "") or "")
     return staged
 
 
-NOTHING_TO_GRADE = "nothing to grade"  # the note of a submission with none of the handout's files
+class StopFlag:
+    """A request to stop grading, read by the supervisor between polls (every POLL_SECONDS).
+    Shared by several runs, it lets one signal handler (the batch's, in the main thread) stop
+    runs that grade in worker threads, where Python cannot install handlers."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.signal_name = ""
+
+    def request(self, signal_name: str) -> None:
+        self.signal_name = signal_name
+        self.requested = True
 
 
-class _StopOnSignal:
+class _StopOnSignal(StopFlag):
     """While grading in the main thread, SIGTERM (Gradescope's or `timeout`'s) and SIGINT
     (Ctrl-C) stop the run cleanly: the child's processes are killed and results.json is
     finalised, saying the run was interrupted."""
@@ -180,8 +199,7 @@ class _StopOnSignal:
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self) -> None:
-        self.requested = False
-        self.signal_name = ""
+        super().__init__()
         self._old: dict = {}
 
     def __enter__(self):
@@ -191,8 +209,7 @@ class _StopOnSignal:
         return self
 
     def _handle(self, signum, frame) -> None:
-        self.requested = True
-        self.signal_name = signal.Signals(signum).name
+        self.request(signal.Signals(signum).name)
 
     def __exit__(self, *exc) -> None:
         for sig, old in self._old.items():
@@ -224,7 +241,7 @@ class SuiteRun:
     """One grading run of a staged submission: children started, watched, replaced, cleaned up."""
 
     def __init__(self, assignment: Assignment, staged: StagedSubmission, workdir: Path, opts: GradeOptions, *,
-                 stop: _StopOnSignal | None = None, on_progress=None):
+                 stop: StopFlag | None = None, on_progress=None):
         self.assignment, self.staged, self.workdir, self.opts = assignment, staged, workdir, opts
         self.per_test = float(opts.timeout or assignment.timeout)
         self.stop, self.on_progress = stop, on_progress

@@ -468,6 +468,31 @@ def exception_text(err: BaseException) -> str:
     return "\n".join(ln[indent:] for ln in lines)
 
 
+def syntax_problems(staged: StagedSubmission, python: str = "") -> list[str]:
+    """One line per staged module that does not parse: read by the parent (``ast`` only, nothing
+    runs), so the grading's notes, and a batch's grades.csv, say why every test importing it
+    scored 0. Skipped when the course's Python (``python``, "3.12") is newer than this one: its
+    syntax may be newer than this parser's."""
+    import ast
+
+    course = tuple(int(x) for x in python.split(".")[:2] if x.isdigit())
+    if course > sys.version_info[:2]:
+        return []
+    problems = []
+    for file in sorted(set(staged.found.values())):
+        path = staged.path / file
+        try:
+            if path.is_symlink() or path.stat().st_size > MAX_PARSE_BYTES:
+                continue  # as staging's own parse: the test process reports what is wrong
+            ast.parse(path.read_bytes(), filename=str(path))
+        except SyntaxError as err:
+            where = staged.where(path, err.lineno or 0) or f"{file}, line {err.lineno}"
+            problems.append(f"{where}: SyntaxError: {err.msg}; every test that imports it fails")
+        except (OSError, ValueError, RecursionError, MemoryError):
+            continue  # the import in the test process says what is wrong
+    return problems
+
+
 # -- import side (runs in the process that executes the suite) ----------------------------
 
 class Modules:

@@ -329,6 +329,13 @@ class WarmServer:
     def close(self) -> None:
         if self.sock is not None:
             try:
+                # shutdown first: the reader thread is blocked in recvmsg on this socket, and a
+                # close() alone leaves the connection open until that call returns, so the
+                # server never saw EOF and every `lmgrade batch` waited 10 s here to kill it
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            try:
                 self.sock.close()
             except OSError:
                 pass

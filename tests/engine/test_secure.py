@@ -141,7 +141,10 @@ def test_trusted_and_secure_grading_agree(toy, tmp_path):
     assert secure.score == toy.total_points - 2  # test_norm lost
 
 
-def test_sigterm_stops_the_run_and_keeps_a_valid_results_file(toy_root, tmp_path, toy):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_sigterm_stops_the_run_and_keeps_a_valid_results_file(toy_root, tmp_path, toy, sig):
+    """SIGTERM (Gradescope's, `timeout`'s) or SIGINT (Ctrl-C): results.json says the run was
+    interrupted and the tests that never ran say why."""
     folder = _submission(toy, tmp_path, "hang", {
         "    mu = x.mean(-1, keepdim=True)\n": "    import time\n    time.sleep(600)\n    mu = x.mean(-1, keepdim=True)\n"})
     results = tmp_path / "results.json"
@@ -151,11 +154,12 @@ def test_sigterm_stops_the_run_and_keeps_a_valid_results_file(toy_root, tmp_path
     deadline = time.time() + 120
     while time.time() < deadline and not _running(results, "hidden/test_ops.py::test_norm"):
         time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     out, _ = proc.communicate(timeout=30)
     data = json.loads(results.read_text())
     validate(data)
-    assert "interrupted (SIGTERM)" in data["output"], out.decode()[-2000:]
+    assert f"interrupted ({sig.name})" in data["output"], out.decode()[-2000:]
+    assert "INTERRUPTED: grading was stopped before it finished" in data["output"]
     by_id = {t["extra_data"]["test_id"]: t for t in data["tests"]}
     assert by_id["hidden/test_ops.py::test_scaled[0.5]"]["score"] > 0  # finished before the stop
     assert by_id["hidden/test_ops.py::test_norm"]["score"] == 0

@@ -47,6 +47,9 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         help="check every submission's model.pt for test perplexity (Q2.6)",
         description="Score each submission's model.pt on a test token file with the reference "
         "DecoderLM and write one row per submission (CSV + JSON).",
+        epilog="demo: `lmgrade demo cmu_11667_a2` builds a small Gradescope export of checkpoints "
+        "(trained, under-trained, post-LN, a malicious pickle) from the fixtures, checks it on the "
+        "synthetic test file and verifies every row; results in demo-out/cmu_11667_a2/.",
     )
     p.add_argument("assignment", choices=ASSIGNMENTS)
     p.add_argument(
@@ -123,6 +126,9 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         "--gradescope-csv", type=Path, help="also write Name,SID,Email,Score per student"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from grader.cluster import add_arguments
+
+    add_arguments(p, gpus=True)  # --executor slurm: one array task per shard, merged at the end
     p.set_defaults(func=cmd_checkpoints)
 
     m = subparsers.add_parser(
@@ -168,9 +174,25 @@ def settings_from_args(args: argparse.Namespace) -> CheckSettings:
 
 def cmd_checkpoints(args: argparse.Namespace) -> int:
     """Run the checker over a submissions folder; write CSV + JSON; print a summary."""
+    from grader.cluster import ClusterError, options_from_args
     from tools.checkpoints.reference_model import ReferenceImportError
     from tools.checkpoints.runner import check_torch_version
 
+    try:
+        cluster = options_from_args(args)
+        if cluster.on_cluster and args.shard != (1, 1):
+            raise ValueError(
+                "--shard with --executor: the job array makes the shards (give --shards N)"
+            )
+    except ValueError as err:
+        err_console.print(f"[red]error:[/red] {err}")
+        return 2
+    if cluster.on_cluster:
+        try:
+            return _checkpoints_on_cluster(args, cluster)
+        except (ExportError, TestTokensError, ClusterError, ValueError) as err:
+            err_console.print(f"[red]error:[/red] {err}")
+            return 2
     try:
         warning = check_torch_version()
         settings = settings_from_args(args)
@@ -184,6 +206,48 @@ def cmd_checkpoints(args: argparse.Namespace) -> int:
     _write(rows, meta, args.output, args.gradescope_csv)
     print_summary(rows, settings.threshold)
     return 0
+
+
+def _checkpoints_on_cluster(args: argparse.Namespace, cluster) -> int:
+    """One array task per shard (``check_shard``), then the shards merged as checkpoints-merge
+    merges them; the submitit folder (scripts, logs) is ``<output>-submitit/`` beside the CSV."""
+    from dataclasses import replace
+
+    from grader.cluster import run_array
+
+    settings = settings_from_args(args)
+    read_submissions(args.submissions)  # a bad export fails here, before anything is queued
+    n = cluster.shards
+    folder = args.output.resolve().parent / f"{args.output.stem}-submitit"
+    tasks = [
+        (
+            args.submissions.resolve(),
+            replace(settings, shard=(k, n)),
+            folder / f"shard-{k}-of-{n}.csv",
+        )
+        for k in range(1, n + 1)
+    ]
+    paths = run_array(
+        check_shard,
+        tasks,
+        cluster,
+        folder,
+        name="lmgrade-checkpoints",
+        console=None if args.no_progress else err_console,
+    )
+    rows, meta = merge_results(paths)
+    _write(rows, meta, args.output, args.gradescope_csv)
+    print_summary(rows, settings.threshold)
+    return 0
+
+
+def check_shard(submissions: Path, settings: CheckSettings, output: Path) -> Path:
+    """One array task: check shard ``settings.shard`` of the export; its JSON result's path."""
+    from tools.checkpoints.runner import run_check
+
+    rows, meta = run_check(read_submissions(submissions), settings)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    return write_results(rows, output, meta)
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
