@@ -137,9 +137,7 @@ def naive_perplexities(export: Path, tokens_path: Path, device: str) -> list[flo
 def time_checker(
     export: Path, tokens_path: Path, device: str, threads: int | None, dtype: str = "fp32"
 ) -> tuple[float, list[float], list]:
-    settings = CheckSettings(
-        test_tokens=tokens_path, device=device, variant="pre_ln", threads=threads, dtype=dtype
-    )
+    settings = CheckSettings(test_tokens=tokens_path, device=device, variant="pre_ln", threads=threads, dtype=dtype)
     subs = read_submissions(export)
     start = time.perf_counter()
     rows, _ = run_check(subs, settings)
@@ -155,9 +153,7 @@ def time_naive(export: Path, tokens_path: Path, device: str) -> tuple[float, lis
     return time.perf_counter() - start, ppls
 
 
-def matmul_peak(
-    device: str, n: int, repeats: int = PEAK_REPEATS, dtype: torch.dtype = torch.float32
-) -> float:
+def matmul_peak(device: str, n: int, repeats: int = PEAK_REPEATS, dtype: torch.dtype = torch.float32) -> float:
     """Best FLOP/s of ``torch.matmul`` on two n x n matrices (2 n^3 FLOPs), after a warm-up."""
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
@@ -220,9 +216,7 @@ def compare(
             f"{statistics.median(naive_s) / statistics.median(checker_s):.2f}x median"
         )
         if peak:
-            flops = forward_flops_per_token(GPT_TINY, rows[0].n_params) * sum(
-                r.tokens_scored for r in rows
-            )
+            flops = forward_flops_per_token(GPT_TINY, rows[0].n_params) * sum(r.tokens_scored for r in rows)
             ACHIEVED[f"[{device}] checker end to end (loading included)"] = flops / checker_best
         return naive_best / checker_best
 
@@ -231,12 +225,8 @@ def precision() -> None:
     """fp32 and bf16 perplexity of the trained fixture against a float64 computation."""
     from safetensors.torch import load_file
 
-    state = load_file(
-        str(ROOT / "fixtures" / "checkpoints" / "gpt_tiny_synthetic_pre_ln.safetensors")
-    )
-    ids = torch.from_numpy(
-        np.load(ROOT / "fixtures" / "checkpoints" / "synthetic_test.npz")["test"].astype(np.int64)
-    )
+    state = load_file(str(ROOT / "fixtures" / "checkpoints" / "gpt_tiny_synthetic_pre_ln.safetensors"))
+    ids = torch.from_numpy(np.load(ROOT / "fixtures" / "checkpoints" / "synthetic_test.npz")["test"].astype(np.int64))
     arch = Architecture(512, 32, 2, 128, 2)
     model = build_model(arch, "pre_ln")
     model.load_state_dict(state)
@@ -317,18 +307,10 @@ def forward_utilisation(
     achieved = flops / seconds
     if bf16:
         peak = _peak(device)
-        share = (
-            f"{achieved / peak:.1%} of the {peak / 1e12:.0f} TFLOPS bf16 dense peak"
-            if peak
-            else "peak unknown"
-        )
+        share = f"{achieved / peak:.1%} of the {peak / 1e12:.0f} TFLOPS bf16 dense peak" if peak else "peak unknown"
     else:
         ACHIEVED[f"[{device}] scoring alone ({label}, one model)"] = achieved
-        share = (
-            f"{achieved / peak:.1%} of the fp32 matmul peak measured at the start"
-            if peak
-            else "peak unknown"
-        )
+        share = f"{achieved / peak:.1%} of the fp32 matmul peak measured at the start" if peak else "peak unknown"
     print(
         f"[{device}] {label} forward ({n_params / 1e6:.1f}M params, {'bf16' if bf16 else 'fp32'}, "
         f"path {scorer.name}, {torch.get_num_threads()} threads, one model): {(n_tokens - 1) / seconds:,.0f} tok/s, "
@@ -352,15 +334,9 @@ def _sync(device: str) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--quick", action="store_true", help="small sizes: a few minutes on a 2-core CPU"
-    )
-    parser.add_argument(
-        "--device", default="auto", help="auto (CPU, plus CUDA when present), cpu or cuda"
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes: a few minutes on a 2-core CPU")
+    parser.add_argument("--device", default="auto", help="auto (CPU, plus CUDA when present), cpu or cuda")
     parser.add_argument("--threads", type=int, help="torch CPU threads (same for both sides)")
     parser.add_argument(
         "--gpu-sections-on-cpu",
@@ -418,13 +394,9 @@ def main() -> int:
         f"{end_peak / 1e9:.1f} at the end; the fractions below use {peak / 1e9:.1f}"
     )
     if abs(cpu_peak - end_peak) > 0.15 * peak:
-        print(
-            "  WARNING: the two peaks differ by more than 15%: the machine was loaded; rerun idle"
-        )
+        print("  WARNING: the two peaks differ by more than 15%: the machine was loaded; rerun idle")
     for what, achieved in ACHIEVED.items():
-        print(
-            f"{what}: {achieved / 1e9:.1f} GFLOP/s = {achieved / peak:.1%} of the fp32 matmul peak"
-        )
+        print(f"{what}: {achieved / 1e9:.1f} GFLOP/s = {achieved / peak:.1%} of the fp32 matmul peak")
     for device, value in speedups.items():
         print(f"speedup of the checker over the naive loop [{device}]: {value:.2f}x")
     return 0

@@ -68,6 +68,7 @@ class Figures:
 
 # -- measurements, each run in a fresh process ----------------------------------------------------
 
+
 def measure_grade(assignment_id: str, root: str, kwargs: dict) -> dict:
     """In a fresh process: grade the reference once; time and peak RSS of this process and its children."""
     from grader.assignment import load_assignment
@@ -77,8 +78,14 @@ def measure_grade(assignment_id: str, root: str, kwargs: dict) -> dict:
     started = time.perf_counter()
     report = grade(assignment, assignment.reference_dir, **kwargs)
     seconds = time.perf_counter() - started
-    return {"seconds": seconds, "cpu_seconds": _cpu_seconds(), "score": report.score, "max_score": report.max_score,
-            "parent_peak_mb": _own_peak_mb(), "child_peak_mb": _peak_mb(resource.RUSAGE_CHILDREN)}
+    return {
+        "seconds": seconds,
+        "cpu_seconds": _cpu_seconds(),
+        "score": report.score,
+        "max_score": report.max_score,
+        "parent_peak_mb": _own_peak_mb(),
+        "child_peak_mb": _peak_mb(resource.RUSAGE_CHILDREN),
+    }
 
 
 def measure_batch(assignment_id: str, root: str, copies: int, jobs: int, warm: bool = True) -> dict:
@@ -91,8 +98,11 @@ def measure_batch(assignment_id: str, root: str, copies: int, jobs: int, warm: b
     with tempfile.TemporaryDirectory(prefix="lmgrade-bench-") as tmp:
         export = Path(tmp) / "export"
         for i in range(copies):
-            shutil.copytree(assignment.reference_dir, export / f"student_{i:03d}",
-                            ignore=shutil.ignore_patterns("variants", "__pycache__"))
+            shutil.copytree(
+                assignment.reference_dir,
+                export / f"student_{i:03d}",
+                ignore=shutil.ignore_patterns("variants", "__pycache__"),
+            )
         started = time.perf_counter()
         result = run_batch(assignment, export, Path(tmp) / "out", jobs=jobs, dedupe=False, warm=warm)
         seconds = time.perf_counter() - started
@@ -112,8 +122,11 @@ def batch_warm_vs_cold(figures: Figures, assignment_id: str, root: Path, *, copi
         raise RuntimeError(f"{assignment_id}: only {cold['graded']} of {copies} copies were graded")
     figures.batch_cold_per_min, figures.batch_warm_per_min = cold["per_min"], warm["per_min"]
     figures.warm_ratio = warm["per_min"] / cold["per_min"]
-    print(f"{assignment_id}: batch of {copies}, {jobs} jobs: cold {cold['per_min']:.1f}/min, "
-          f"warm {warm['per_min']:.1f}/min, warm / cold {figures.warm_ratio:.2f} (scores identical)", flush=True)
+    print(
+        f"{assignment_id}: batch of {copies}, {jobs} jobs: cold {cold['per_min']:.1f}/min, "
+        f"warm {warm['per_min']:.1f}/min, warm / cold {figures.warm_ratio:.2f} (scores identical)",
+        flush=True,
+    )
 
 
 def measure_suite(assignment_id: str, root: str, part: str) -> dict:
@@ -122,8 +135,20 @@ def measure_suite(assignment_id: str, root: str, part: str) -> dict:
 
     assignment = load_assignment(assignment_id, root=Path(root))
     target = assignment.suite_dir / "public" if part == "public" else assignment.suite_dir
-    cmd = [sys.executable, "-m", "pytest", str(target), "-p", "grader.plugin",
-           "--submission", str(assignment.reference_dir), "-q", "-p", "no:cacheprovider", "--import-mode=importlib"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        str(target),
+        "-p",
+        "grader.plugin",
+        "--submission",
+        str(assignment.reference_dir),
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--import-mode=importlib",
+    ]
     env = _env(root)
     if part != "public":
         env["OMP_NUM_THREADS"] = "1"  # as grading sets it, so the comparison is fair
@@ -173,8 +198,10 @@ def in_fresh_process(kind: str, *args) -> dict:
 
 # -- one assignment -------------------------------------------------------------------------------
 
-def benchmark(assignment_id: str, root: Path, *, copies: int, jobs: int, repeat: int,
-              batch_only: bool = False) -> Figures:
+
+def benchmark(
+    assignment_id: str, root: Path, *, copies: int, jobs: int, repeat: int, batch_only: bool = False
+) -> Figures:
     from grader.assignment import load_assignment
 
     assignment = load_assignment(assignment_id, root=root)
@@ -194,7 +221,9 @@ def benchmark(assignment_id: str, root: Path, *, copies: int, jobs: int, repeat:
     figures.secure_ratio = figures.secure_s / figures.in_process_s
     figures.grade_cpu_s = graded["cpu_seconds"]
     figures.parent_peak_mb, figures.child_peak_mb = graded["parent_peak_mb"], graded["child_peak_mb"]
-    figures.trusted_child_s = in_fresh_process("grade", assignment_id, root, json.dumps(TRUSTED_CHILD_KWARGS))["seconds"]
+    figures.trusted_child_s = in_fresh_process("grade", assignment_id, root, json.dumps(TRUSTED_CHILD_KWARGS))[
+        "seconds"
+    ]
     batch_warm_vs_cold(figures, assignment_id, root, copies=copies, jobs=jobs)
     return figures
 
@@ -202,8 +231,11 @@ def benchmark(assignment_id: str, root: Path, *, copies: int, jobs: int, repeat:
 def assignments_to_run(requested: list[str] | None) -> list[tuple[str, Path]]:
     from grader.assignment import list_assignments
 
-    found = [(aid, ROOT) for aid in list_assignments(ROOT)
-             if (ROOT / "fixtures" / aid / "snapshots" / "manifest.json").is_file()]
+    found = [
+        (aid, ROOT)
+        for aid in list_assignments(ROOT)
+        if (ROOT / "fixtures" / aid / "snapshots" / "manifest.json").is_file()
+    ]
     found.append(("toy", None))  # recorded on demand into a temporary copy
     return [(aid, root) for aid, root in found if not requested or aid in requested]
 
@@ -225,13 +257,21 @@ def toy_project(tmp: Path) -> Path:
 
 # -- output ---------------------------------------------------------------------------------------
 
-COLUMNS = (("assignment", "assignment", "{}"), ("tests", "tests", "{}"),
-           ("public s", "public_suite_s", "{:.1f}"), ("in-process s", "in_process_s", "{:.1f}"),
-           ("trusted child s", "trusted_child_s", "{:.1f}"), ("secure s", "secure_s", "{:.1f}"),
-           ("secure / in-process", "secure_ratio", "{:.2f}"), ("secure CPU s", "grade_cpu_s", "{:.1f}"),
-           ("parent MB", "parent_peak_mb", "{:.0f}"), ("child MB", "child_peak_mb", "{:.0f}"),
-           ("batch cold /min", "batch_cold_per_min", "{:.1f}"), ("batch warm /min", "batch_warm_per_min", "{:.1f}"),
-           ("warm / cold", "warm_ratio", "{:.2f}"))
+COLUMNS = (
+    ("assignment", "assignment", "{}"),
+    ("tests", "tests", "{}"),
+    ("public s", "public_suite_s", "{:.1f}"),
+    ("in-process s", "in_process_s", "{:.1f}"),
+    ("trusted child s", "trusted_child_s", "{:.1f}"),
+    ("secure s", "secure_s", "{:.1f}"),
+    ("secure / in-process", "secure_ratio", "{:.2f}"),
+    ("secure CPU s", "grade_cpu_s", "{:.1f}"),
+    ("parent MB", "parent_peak_mb", "{:.0f}"),
+    ("child MB", "child_peak_mb", "{:.0f}"),
+    ("batch cold /min", "batch_cold_per_min", "{:.1f}"),
+    ("batch warm /min", "batch_warm_per_min", "{:.1f}"),
+    ("warm / cold", "warm_ratio", "{:.2f}"),
+)
 
 
 def print_table(rows: list[Figures]) -> None:
@@ -248,8 +288,10 @@ def print_table(rows: list[Figures]) -> None:
 
 def machine_line(jobs: int, copies: int) -> str:
     load = os.getloadavg()
-    return (f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}, load average at the start "
-            f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}; batch: {copies} copies, {jobs} jobs")
+    return (
+        f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}, load average at the start "
+        f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}; batch: {copies} copies, {jobs} jobs"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -258,7 +300,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--assignments", nargs="*", help="only these (default: all with snapshots, and toy)")
     parser.add_argument("--copies", type=int, help="submissions in the batch measurement (default 10; quick 4)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 2, help="batch workers (default: CPUs)")
-    parser.add_argument("--repeat", type=int, help="interleaved runs of in-process and secure grading (default 3; quick 2)")
+    parser.add_argument(
+        "--repeat", type=int, help="interleaved runs of in-process and secure grading (default 3; quick 2)"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--batch-only", action="store_true", help="only the batch throughput, warm against cold")
     parser.add_argument("--measure", nargs="+", help=argparse.SUPPRESS)  # internal: one measurement
@@ -274,13 +318,20 @@ def main(argv: list[str] | None = None) -> int:
         for aid, root in assignments_to_run(requested):
             root = root or toy_project(Path(tmp))
             print(f"measuring {aid} ...", flush=True)
-            rows.append(benchmark(aid, root, copies=copies, jobs=args.jobs,
-                                  repeat=args.repeat or (2 if args.quick else 3), batch_only=args.batch_only))
+            rows.append(
+                benchmark(
+                    aid,
+                    root,
+                    copies=copies,
+                    jobs=args.jobs,
+                    repeat=args.repeat or (2 if args.quick else 3),
+                    batch_only=args.batch_only,
+                )
+            )
     print()
     print_table(rows)
     if args.json:
-        args.json.write_text(json.dumps({"machine": machine,
-                                         "figures": [asdict(r) for r in rows]}, indent=2) + "\n")
+        args.json.write_text(json.dumps({"machine": machine, "figures": [asdict(r) for r in rows]}, indent=2) + "\n")
     return 0
 
 

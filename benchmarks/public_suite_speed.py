@@ -40,7 +40,9 @@ def _time(cmd: list[str], cwd: Path) -> float:
     proc = subprocess.run(cmd, cwd=cwd, env=child_env(), capture_output=True, text=True, check=False)
     elapsed = time.perf_counter() - started
     if proc.returncode not in (0,):
-        raise SystemExit(f"{' '.join(cmd[:6])} ... failed ({proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+        raise SystemExit(
+            f"{' '.join(cmd[:6])} ... failed ({proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+        )
     return elapsed
 
 
@@ -48,16 +50,35 @@ def measure(assignment_id: str, repeat: int) -> dict:
     a = load_assignment(assignment_id)
     python = str(ensure_environment(a))
     bare = [python, "-I", "-c", "import " + ", ".join(IMPORTS.get(a.id, ["torch"])) + "; " + FIRST_USE.get(a.id, "")]
-    suite = [*child_python_prefix(a), str(a.suite_dir / "public"), "-q", "-p", "grader.plugin", "-p",
-             "no:cacheprovider", "--import-mode=importlib", "--rootdir", str(a.suite_dir), "-c", "/dev/null",
-             "--submission", str(a.reference_dir), "--assert=plain"]
+    suite = [
+        *child_python_prefix(a),
+        str(a.suite_dir / "public"),
+        "-q",
+        "-p",
+        "grader.plugin",
+        "-p",
+        "no:cacheprovider",
+        "--import-mode=importlib",
+        "--rootdir",
+        str(a.suite_dir),
+        "-c",
+        "/dev/null",
+        "--submission",
+        str(a.reference_dir),
+        "--assert=plain",
+    ]
     bare_t, suite_t = [], []
     for _ in range(repeat):  # interleaved: a busy moment costs both alike
         bare_t.append(_time(bare, a.root))
         suite_t.append(_time(suite, a.root))
     b, s = statistics.median(bare_t), statistics.median(suite_t)
-    return {"assignment": a.id, "bare_import_s": round(b, 2), "public_suite_s": round(s, 2),
-            "ratio": round(s / b, 2), "runs": repeat}
+    return {
+        "assignment": a.id,
+        "bare_import_s": round(b, 2),
+        "public_suite_s": round(s, 2),
+        "ratio": round(s / b, 2),
+        "runs": repeat,
+    }
 
 
 def main(argv=None) -> int:

@@ -191,8 +191,7 @@ def _parse(data: dict, path: Path, root: Path, check_lock: bool = True) -> Assig
     if assignment_id != path.parent.name:
         raise RubricError(f"{path}: id {assignment_id!r} differs from its folder {path.parent.name!r}")
     modules = {
-        alias: tuple([names] if isinstance(names, str) else names)
-        for alias, names in need("modules", dict).items()
+        alias: tuple([names] if isinstance(names, str) else names) for alias, names in need("modules", dict).items()
     }
     visibility = data.get("visibility", "after_due_date")
     if visibility not in VISIBILITIES:
@@ -212,18 +211,23 @@ def _parse(data: dict, path: Path, root: Path, check_lock: bool = True) -> Assig
     rules = tuple(_parse_rule(r, path) for r in data.get("rules", []) or [])
     variants = data.get("variants") or []
     if not isinstance(variants, list) or not all(isinstance(v, str) for v in variants):
-        raise RubricError(f"{path}: 'variants' must list names of entries of "
-                          f"reference/{assignment_id}/variants.yaml (got {variants!r})")
+        raise RubricError(
+            f"{path}: 'variants' must list names of entries of "
+            f"reference/{assignment_id}/variants.yaml (got {variants!r})"
+        )
     if "requirements" in data:
-        raise RubricError(f"{path}: 'requirements' was replaced by 'environment' (python and packages with the "
-                          "semester's version ranges; docs/engine.md)")
+        raise RubricError(
+            f"{path}: 'requirements' was replaced by 'environment' (python and packages with the "
+            "semester's version ranges; docs/engine.md)"
+        )
     environment = None
     if data.get("environment") is not None:
         from grader.envs import parse_environment
 
         try:
-            environment = parse_environment(data["environment"], assignment_id, path.parent, str(path),
-                                            check_lock=check_lock)
+            environment = parse_environment(
+                data["environment"], assignment_id, path.parent, str(path), check_lock=check_lock
+            )
         except (ValueError, TypeError) as err:
             raise RubricError(str(err)) from None
     return Assignment(
@@ -252,8 +256,10 @@ def _parse_tools(value, path: Path) -> dict:
     if value is None:
         return {}
     if not isinstance(value, dict) or set(value) - {"commands", "demo"}:
-        raise RubricError(f"{path}: 'tools' takes 'commands' (modules adding `lmgrade` verbs) and "
-                          "'demo' (module:function run by `lmgrade demo`)")
+        raise RubricError(
+            f"{path}: 'tools' takes 'commands' (modules adding `lmgrade` verbs) and "
+            "'demo' (module:function run by `lmgrade demo`)"
+        )
     commands = value.get("commands") or []
     if not isinstance(commands, list) or not all(isinstance(c, str) and c for c in commands):
         raise RubricError(f"{path}: tools.commands must list module names")
@@ -296,8 +302,7 @@ def _parse_question(q: dict, path: Path) -> Question:
     points = float(q.get("points", sum(t.points for t in tests)))
     if abs(points - sum(t.points for t in tests)) > 1e-9:
         raise RubricError(
-            f"{path}: question {number} is worth {points} points but its tests add up to "
-            f"{sum(t.points for t in tests)}"
+            f"{path}: question {number} is worth {points} points but its tests add up to {sum(t.points for t in tests)}"
         )
     return Question(number=number, name=name, points=points, tests=tests)
 
@@ -307,8 +312,9 @@ def _parse_test(test_id: str, entry, number: str, name: str, path: Path) -> Test
     if isinstance(entry, dict):
         unknown = set(entry) - {"points", "requires"}
         if unknown or "points" not in entry:
-            raise RubricError(f"{path}: {test_id}: a test entry is a number or {{points, requires}} "
-                              f"(got {sorted(entry)})")
+            raise RubricError(
+                f"{path}: {test_id}: a test entry is a number or {{points, requires}} (got {sorted(entry)})"
+            )
         requires = entry.get("requires") or []
         if not isinstance(requires, list) or not all(isinstance(r, str) for r in requires):
             raise RubricError(f"{path}: {test_id}: requires must be a list of test ids")
@@ -327,9 +333,17 @@ def _parse_rule(r: dict, path: Path) -> Rule:
     for where in r.get("no_loops_in") or []:
         file, _, qualname = str(where).partition(":")
         if not file.endswith(".py") or not qualname:
-            raise RubricError(f"{path}: rule {r['name']!r}: no_loops_in entries are file.py:Class.method (got {where!r})")
-    return Rule(name=r["name"], message=r["message"], forbid=tuple(r.get("forbid") or ()), tests=tuple(r["tests"]),
-                no_loops_in=tuple(r.get("no_loops_in") or ()), allow_loops_over=tuple(r.get("allow_loops_over") or ()))
+            raise RubricError(
+                f"{path}: rule {r['name']!r}: no_loops_in entries are file.py:Class.method (got {where!r})"
+            )
+    return Rule(
+        name=r["name"],
+        message=r["message"],
+        forbid=tuple(r.get("forbid") or ()),
+        tests=tuple(r["tests"]),
+        no_loops_in=tuple(r.get("no_loops_in") or ()),
+        allow_loops_over=tuple(r.get("allow_loops_over") or ()),
+    )
 
 
 def child_view(assignment: Assignment) -> dict:
@@ -339,24 +353,39 @@ def child_view(assignment: Assignment) -> dict:
     view beside the staged submission instead.
     """
     return {
-        "id": assignment.id, "title": assignment.title, "root": str(assignment.root),
+        "id": assignment.id,
+        "title": assignment.title,
+        "root": str(assignment.root),
         "modules": {k: list(v) for k, v in assignment.modules.items()},
-        "files_required": list(assignment.files_required), "provided": list(assignment.provided),
-        "timeout": assignment.timeout, "notebooks": dict(assignment.notebooks),
+        "files_required": list(assignment.files_required),
+        "provided": list(assignment.provided),
+        "timeout": assignment.timeout,
+        "notebooks": dict(assignment.notebooks),
         "data_env": dict(assignment.data_env),
-        "rules": [{"name": r.name, "message": r.message, "forbid": list(r.forbid), "tests": list(r.tests)}
-                  for r in assignment.rules if r.forbid],
+        "rules": [
+            {"name": r.name, "message": r.message, "forbid": list(r.forbid), "tests": list(r.tests)}
+            for r in assignment.rules
+            if r.forbid
+        ],
     }
 
 
 def assignment_from_child_view(view: dict) -> Assignment:
     return Assignment(
-        id=view["id"], title=view["title"], root=Path(view["root"]),
+        id=view["id"],
+        title=view["title"],
+        root=Path(view["root"]),
         modules={k: tuple(v) for k, v in view["modules"].items()},
-        files_required=tuple(view["files_required"]), provided=tuple(view["provided"]),
-        timeout=float(view["timeout"]), visibility="hidden", variants=(),
-        questions=(), rules=tuple(Rule(name=r["name"], message=r["message"], forbid=tuple(r["forbid"]),
-                                       tests=tuple(r["tests"])) for r in view["rules"]),
+        files_required=tuple(view["files_required"]),
+        provided=tuple(view["provided"]),
+        timeout=float(view["timeout"]),
+        visibility="hidden",
+        variants=(),
+        questions=(),
+        rules=tuple(
+            Rule(name=r["name"], message=r["message"], forbid=tuple(r["forbid"]), tests=tuple(r["tests"]))
+            for r in view["rules"]
+        ),
         notebooks=dict(view.get("notebooks", {})),
         data_env=dict(view.get("data_env", {})),
     )

@@ -88,8 +88,17 @@ STATE_REPORTS = ".batch-state"  # the finished reports themselves, one file per 
 STATE_VERSION = 1
 NOT_GRADED = "not graded: batch was interrupted"
 # what a batch writes into its output folder: `--force` removes these, and only these
-OUTPUTS = ("grades.csv", GRADESCOPE_CSV, "report.html", "similarity.csv", STATE_FILE, STATE_REPORTS, "results",
-           "figures", "submitit")
+OUTPUTS = (
+    "grades.csv",
+    GRADESCOPE_CSV,
+    "report.html",
+    "similarity.csv",
+    STATE_FILE,
+    STATE_REPORTS,
+    "results",
+    "figures",
+    "submitit",
+)
 
 
 class BatchError(RuntimeError):
@@ -97,6 +106,7 @@ class BatchError(RuntimeError):
 
 
 # -- reading an export ----------------------------------------------------------------------------
+
 
 @dataclass
 class Submission:
@@ -114,8 +124,11 @@ def read_export(export: Path) -> list[Submission]:
     """The submissions of a Gradescope export folder, or of a plain folder of folders."""
     root = _export_root(export)
     metadata_path = root / METADATA_FILE
-    folders = {p.name: p for p in sorted(root.iterdir())
-               if p.is_dir() and not p.name.startswith(".") and p.name not in IGNORED_FOLDERS}
+    folders = {
+        p.name: p
+        for p in sorted(root.iterdir())
+        if p.is_dir() and not p.name.startswith(".") and p.name not in IGNORED_FOLDERS
+    }
     if not metadata_path.is_file():
         return [Submission(id=name, folder=path, submitters=[{"name": name}]) for name, path in folders.items()]
     submissions = []
@@ -180,7 +193,8 @@ def load_metadata(path: Path) -> dict[str, list[dict]]:
         people = entry.get("submitters") or entry.get("users") or []
         out[str(key)] = [
             {k: str(p[k]) for k in ("name", "email", "sid") if p.get(k) is not None}
-            for p in people if isinstance(p, dict)
+            for p in people
+            if isinstance(p, dict)
         ]
     return out
 
@@ -199,6 +213,7 @@ def _plain_keys(value, budget: list[int]):
 
 
 # -- grading --------------------------------------------------------------------------------------
+
 
 @dataclass
 class Row:
@@ -230,8 +245,7 @@ class BatchState:
     index each (``submitit/shard-K-of-N.json``), merged into the batch's when the array ends.
     """
 
-    def __init__(self, path: Path, assignment: Assignment, reports_dir: Path,
-                 submissions: dict | None = None):
+    def __init__(self, path: Path, assignment: Assignment, reports_dir: Path, submissions: dict | None = None):
         self.path, self.assignment, self.reports_dir = path, assignment, reports_dir
         self.submissions: dict[str, str] = submissions or {}  # submission id -> staged key
         self.interrupted = False
@@ -246,8 +260,9 @@ class BatchState:
         if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
             raise BatchError(f"{path} is not a batch state this lmgrade can resume from")
         if data.get("assignment") != assignment.id:
-            raise BatchError(f"{path} is a batch of {data.get('assignment')}, not {assignment.id}: "
-                             "give another output folder")
+            raise BatchError(
+                f"{path} is a batch of {data.get('assignment')}, not {assignment.id}: give another output folder"
+            )
         return cls(path, assignment, reports_dir, dict(data.get("submissions") or {}))
 
     def has(self, key: str | None) -> bool:
@@ -262,8 +277,13 @@ class BatchState:
         try:
             data = json.loads((self.reports_dir / f"{key}.json").read_text(encoding="utf-8"))
             tests = [TestResult(**t) for t in data["tests"]]
-            return GradeReport(assignment=self.assignment, submission=label, tests=tests,
-                               notes=list(data["notes"]), execution_time=float(data["execution_time"]))
+            return GradeReport(
+                assignment=self.assignment,
+                submission=label,
+                tests=tests,
+                notes=list(data["notes"]),
+                execution_time=float(data["execution_time"]),
+            )
         except (OSError, ValueError, KeyError, TypeError):
             return None  # damaged: graded again
 
@@ -271,8 +291,14 @@ class BatchState:
         from grader.results import write_json_atomic
 
         if key is not None and not self.has(key):
-            write_json_atomic({"tests": [asdict(t) for t in report.tests], "notes": list(report.notes),
-                               "execution_time": report.execution_time}, self.reports_dir / f"{key}.json")
+            write_json_atomic(
+                {
+                    "tests": [asdict(t) for t in report.tests],
+                    "notes": list(report.notes),
+                    "execution_time": report.execution_time,
+                },
+                self.reports_dir / f"{key}.json",
+            )
         self.adopt(submission_id, key)
 
     def adopt(self, submission_id: str, key: str | None) -> None:
@@ -290,14 +316,31 @@ class BatchState:
     def _save(self) -> None:
         from grader.results import write_json_atomic
 
-        write_json_atomic({"version": STATE_VERSION, "assignment": self.assignment.id,
-                           "interrupted": self.interrupted, "submissions": self.submissions,
-                           "reports": sorted(set(self.submissions.values()))}, self.path)
+        write_json_atomic(
+            {
+                "version": STATE_VERSION,
+                "assignment": self.assignment.id,
+                "interrupted": self.interrupted,
+                "submissions": self.submissions,
+                "reports": sorted(set(self.submissions.values())),
+            },
+            self.path,
+        )
 
 
-def grade_all(assignment: Assignment, submissions: list[Submission], results_dir: Path, *,
-              jobs: int = 2, dedupe: bool = True, budget: float | None = None, on_done=None,
-              stop: StopFlag | None = None, state: BatchState | None = None, warm: bool = True) -> list[Row]:
+def grade_all(
+    assignment: Assignment,
+    submissions: list[Submission],
+    results_dir: Path,
+    *,
+    jobs: int = 2,
+    dedupe: bool = True,
+    budget: float | None = None,
+    on_done=None,
+    stop: StopFlag | None = None,
+    state: BatchState | None = None,
+    warm: bool = True,
+) -> list[Row]:
     """Grade every submission (``jobs`` at once); rows come back in the input's order.
 
     With ``dedupe``, submissions whose staged files are identical (the untouched template
@@ -309,8 +352,7 @@ def grade_all(assignment: Assignment, submissions: list[Submission], results_dir
     """
     results_dir.mkdir(parents=True, exist_ok=True)
     hashed = dedupe or state is not None  # staging each submission once more costs a copy of its files
-    keys = {s.id: staged_key(assignment, s.folder) if s.folder is not None and hashed else None
-            for s in submissions}
+    keys = {s.id: staged_key(assignment, s.folder) if s.folder is not None and hashed else None for s in submissions}
     first: dict[str, str] = {}  # staged key -> the first submission with it (the one graded)
     for s in submissions:
         if keys[s.id] is not None:
@@ -355,8 +397,9 @@ def grade_all(assignment: Assignment, submissions: list[Submission], results_dir
     return [rows[s.id] for s in submissions]
 
 
-def split_duplicates(submissions: list[Submission], keys: dict[str, str | None]
-                     ) -> tuple[list[Submission], list[tuple[Submission, Submission]]]:
+def split_duplicates(
+    submissions: list[Submission], keys: dict[str, str | None]
+) -> tuple[list[Submission], list[tuple[Submission, Submission]]]:
     """(submissions to grade, [(duplicate, the earlier submission it is identical to)]), by
     their ``staged_key`` (None: graded on its own)."""
     first: dict[str, Submission] = {}
@@ -380,7 +423,7 @@ def staged_key(assignment: Assignment, folder: Path) -> str | None:
     with tempfile.TemporaryDirectory(prefix="lmgrade-key-", dir=run_folder()) as tmp:
         try:
             staged = stage(assignment, folder, Path(tmp) / "staged")
-        except Exception:  # noqa: BLE001 - graded on its own, where the error is reported
+        except Exception:
             return None
         digest = hashlib.sha256(json.dumps([staged.found, staged.errors, staged.notes], sort_keys=True).encode())
         for path in sorted(p for p in staged.path.rglob("*") if p.is_file() and p.name != staged.STATE_FILE):
@@ -398,8 +441,15 @@ def _copy_row(original: Row, submission: Submission, results_dir: Path) -> Row:
     return Row(submission, report=original.report, error=original.error, same_as=original.submission.id)
 
 
-def grade_one(assignment: Assignment, submission: Submission, results_dir: Path, *,
-              budget: float | None = None, stop: StopFlag | None = None, warm: bool = True) -> Row:
+def grade_one(
+    assignment: Assignment,
+    submission: Submission,
+    results_dir: Path,
+    *,
+    budget: float | None = None,
+    stop: StopFlag | None = None,
+    warm: bool = True,
+) -> Row:
     """Never raises: whatever goes wrong becomes the row's error. ``warm``: test processes are
     forked from the warm grader (``grader.warm``); False starts each cold (benchmarks compare)."""
     from grader.runner import NOTHING_TO_GRADE, grade
@@ -412,9 +462,10 @@ def grade_one(assignment: Assignment, submission: Submission, results_dir: Path,
     results = results_dir / f"{_safe_name(submission.id)}.json"
     try:
         extra = {"budget": budget} if budget else {}  # tests not finished by then score 0, as on Gradescope
-        report = grade(assignment, submission.folder, results_path=results, label=submission.id, warm=warm,
-                       stop=stop, **extra)
-    except Exception as err:  # noqa: BLE001 - one bad submission must not stop the batch
+        report = grade(
+            assignment, submission.folder, results_path=results, label=submission.id, warm=warm, stop=stop, **extra
+        )
+    except Exception as err:
         return Row(submission, error=f"{type(err).__name__}: {err}", seconds=time.time() - started)
     if report.interrupted:  # half a grading is no grade: --resume grades it whole
         results.unlink(missing_ok=True)
@@ -423,7 +474,9 @@ def grade_one(assignment: Assignment, submission: Submission, results_dir: Path,
     if report.tests and all(t.outcome == "not run" for t in report.tests) and not handed_in_nothing:
         # the suite never started (the grader's set-up failed): not a zero the student earned
         # (none of the handout's files is a zero the student earned, as on Gradescope)
-        why = "; ".join(report.notes) or (report.log_tail.strip().splitlines() or ["the test process did not start"])[-1]
+        why = (
+            "; ".join(report.notes) or (report.log_tail.strip().splitlines() or ["the test process did not start"])[-1]
+        )
         return Row(submission, error=f"nothing was run: {why}", seconds=time.time() - started)
     return Row(submission, report=report, seconds=time.time() - started)
 
@@ -433,6 +486,7 @@ def _safe_name(name: str) -> str:
 
 
 # -- grades.csv -----------------------------------------------------------------------------------
+
 
 def write_grades_csv(assignment: Assignment, rows: list[Row], path: Path) -> Path:
     questions = assignment.questions
@@ -446,13 +500,21 @@ def write_grades_csv(assignment: Assignment, rows: list[Row], path: Path) -> Pat
             line = [s.id, s.people("name"), s.people("email"), s.people("sid")]
             if row.report is None:
                 status = "not graded" if row.interrupted else "error"
-                writer.writerow(line + [status, "", f"{assignment.total_points:g}"] + [""] * len(questions)
-                                + [row.same_as, row.error])
+                writer.writerow(
+                    line
+                    + [status, "", f"{assignment.total_points:g}"]
+                    + [""] * len(questions)
+                    + [row.same_as, row.error]
+                )
                 continue
             per_q = question_points(row.report)
             notes = "; ".join(row.report.notes)
-            writer.writerow(line + ["graded", f"{row.report.score:g}", f"{row.report.max_score:g}"]
-                            + [f"{per_q.get(q.number, 0.0):g}" for q in questions] + [row.same_as, notes])
+            writer.writerow(
+                line
+                + ["graded", f"{row.report.score:g}", f"{row.report.max_score:g}"]
+                + [f"{per_q.get(q.number, 0.0):g}" for q in questions]
+                + [row.same_as, notes]
+            )
     return path
 
 
@@ -489,6 +551,7 @@ def question_points(report: GradeReport) -> dict[str, float]:
 
 
 # -- statistics for the report --------------------------------------------------------------------
+
 
 @dataclass
 class Tally:
@@ -536,14 +599,20 @@ def score_summary(rows: list[Row], max_score: float) -> dict:
     scores = [r.report.score for r in rows if r.report]
     missing = sum(1 for r in rows if r.interrupted)
     return {
-        "submissions": len(rows), "graded": len(scores), "errors": len(rows) - len(scores) - missing,
-        "missing": missing, "max_score": max_score,
-        "mean": statistics.fmean(scores) if scores else 0.0, "median": statistics.median(scores) if scores else 0.0,
-        "full_marks": sum(1 for s in scores if s >= max_score), "zero": sum(1 for s in scores if s == 0),
+        "submissions": len(rows),
+        "graded": len(scores),
+        "errors": len(rows) - len(scores) - missing,
+        "missing": missing,
+        "max_score": max_score,
+        "mean": statistics.fmean(scores) if scores else 0.0,
+        "median": statistics.median(scores) if scores else 0.0,
+        "full_marks": sum(1 for s in scores if s >= max_score),
+        "zero": sum(1 for s in scores if s == 0),
     }
 
 
 # -- similarity -----------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Pair:
@@ -574,8 +643,10 @@ def submission_code(assignment: Assignment, folder: Path) -> dict[str, str]:
 def _find_file(folder: Path, name: str) -> Path | None:
     if (folder / name).is_file():
         return folder / name
-    matches = sorted((p for p in folder.rglob(Path(name).name) if p.is_file() and not set(p.parts) & set(IGNORED_FOLDERS)),
-                     key=lambda p: len(p.parts))
+    matches = sorted(
+        (p for p in folder.rglob(Path(name).name) if p.is_file() and not set(p.parts) & set(IGNORED_FOLDERS)),
+        key=lambda p: len(p.parts),
+    )
     return matches[0] if matches else None
 
 
@@ -587,8 +658,11 @@ def _read_code(path: Path) -> str:
         cells = json.loads(text).get("cells", [])
     except (json.JSONDecodeError, AttributeError):
         return ""
-    return "\n\n".join("".join(c.get("source", "")) if isinstance(c.get("source"), list) else str(c.get("source", ""))
-                       for c in cells if isinstance(c, dict) and c.get("cell_type") == "code")
+    return "\n\n".join(
+        "".join(c.get("source", "")) if isinstance(c.get("source"), list) else str(c.get("source", ""))
+        for c in cells
+        if isinstance(c, dict) and c.get("cell_type") == "code"
+    )
 
 
 class SimilarityStopped(RuntimeError):
@@ -599,8 +673,13 @@ class SimilarityStopped(RuntimeError):
         self.pairs = pairs
 
 
-def find_similar(assignment: Assignment, submissions: list[Submission], *, min_similarity: float = 0.0,
-                 time_limit: float = SIMILARITY_TIME_LIMIT) -> list[Pair]:
+def find_similar(
+    assignment: Assignment,
+    submissions: list[Submission],
+    *,
+    min_similarity: float = 0.0,
+    time_limit: float = SIMILARITY_TIME_LIMIT,
+) -> list[Pair]:
     """Every pair sharing code beyond the template, most alike first. Files larger than
     ``MAX_SIMILARITY_FILE_CHARS`` are left out; past ``time_limit`` seconds the comparison stops
     and ``SimilarityStopped`` carries the pairs found so far."""
@@ -612,8 +691,10 @@ def find_similar(assignment: Assignment, submissions: list[Submission], *, min_s
     def fingerprint(name: str, text: str, boilerplate=None, win: int = window):
         return CodeFingerprint(f"{Path(name).stem}.py", NOISE_CHARS, win, boilerplate, fp=io.StringIO(text))
 
-    boilerplate = {name: np.unique(np.array(sorted(fingerprint(name, text, win=1).hashes), dtype=np.int64))
-                   for name, text in submission_code(assignment, assignment.template_dir).items()}
+    boilerplate = {
+        name: np.unique(np.array(sorted(fingerprint(name, text, win=1).hashes), dtype=np.int64))
+        for name, text in submission_code(assignment, assignment.template_dir).items()
+    }
     started = time.monotonic()
     prints: dict[str, dict] = {}
     skipped = 0
@@ -621,8 +702,11 @@ def find_similar(assignment: Assignment, submissions: list[Submission], *, min_s
         if s.folder is not None:
             code = submission_code(assignment, s.folder)
             skipped += sum(1 for text in code.values() if len(text) > MAX_SIMILARITY_FILE_CHARS)
-            prints[s.id] = {name: fingerprint(name, text, boilerplate.get(name))
-                            for name, text in code.items() if len(text) <= MAX_SIMILARITY_FILE_CHARS}
+            prints[s.id] = {
+                name: fingerprint(name, text, boilerplate.get(name))
+                for name, text in code.items()
+                if len(text) <= MAX_SIMILARITY_FILE_CHARS
+            }
     pairs = []
     for n, (a, b) in enumerate(combinations(prints, 2)):
         if time.monotonic() - started > time_limit:
@@ -633,7 +717,8 @@ def find_similar(assignment: Assignment, submissions: list[Submission], *, min_s
             pairs.append(pair)
     if skipped:
         logging.getLogger("lmgrade.batch").warning(
-            "%d file(s) over %d KB left out of the similarity report", skipped, MAX_SIMILARITY_FILE_CHARS // 1024)
+            "%d file(s) over %d KB left out of the similarity report", skipped, MAX_SIMILARITY_FILE_CHARS // 1024
+        )
     return sorted(pairs, key=lambda p: (-p.similarity, p.a, p.b))
 
 
@@ -661,16 +746,40 @@ def write_similarity_csv(pairs: list[Pair], submissions: list[Submission], path:
     names = {s.id: s.people("name") for s in submissions}
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(["submission_a", "student_a", "submission_b", "student_b", "similarity",
-                         "share_of_a", "share_of_b", "shared_chars", "files", "flagged"])
+        writer.writerow(
+            [
+                "submission_a",
+                "student_a",
+                "submission_b",
+                "student_b",
+                "similarity",
+                "share_of_a",
+                "share_of_b",
+                "shared_chars",
+                "files",
+                "flagged",
+            ]
+        )
         for p in pairs:
-            writer.writerow([p.a, names.get(p.a, ""), p.b, names.get(p.b, ""), f"{p.similarity:.3f}",
-                             f"{p.similarity_a:.3f}", f"{p.similarity_b:.3f}", p.shared_chars, " ".join(p.files),
-                             "yes" if p.similarity >= threshold else ""])
+            writer.writerow(
+                [
+                    p.a,
+                    names.get(p.a, ""),
+                    p.b,
+                    names.get(p.b, ""),
+                    f"{p.similarity:.3f}",
+                    f"{p.similarity_a:.3f}",
+                    f"{p.similarity_b:.3f}",
+                    p.shared_chars,
+                    " ".join(p.files),
+                    "yes" if p.similarity >= threshold else "",
+                ]
+            )
     return path
 
 
 # -- report.html ----------------------------------------------------------------------------------
+
 
 def plot_histogram(scores: list[float], max_score: float, path: Path) -> Path:
     from matplotlib.figure import Figure  # Agg canvas, no pyplot state: safe in any thread
@@ -710,8 +819,15 @@ def plot_pass_rates(stats: list[Tally], path: Path) -> Path:
     return path
 
 
-def write_report(assignment: Assignment, rows: list[Row], pairs: list[Pair], out: Path, threshold: float, *,
-                 similarity_error: str = "") -> Path:
+def write_report(
+    assignment: Assignment,
+    rows: list[Row],
+    pairs: list[Pair],
+    out: Path,
+    threshold: float,
+    *,
+    similarity_error: str = "",
+) -> Path:
     from grader.build import render
 
     figures = out / "figures"
@@ -723,11 +839,21 @@ def write_report(assignment: Assignment, rows: list[Row], pairs: list[Pair], out
     names = {r.submission.id: r.submission.people("name") for r in rows}
     flagged = [p for p in pairs if p.similarity >= threshold]
     html = render(
-        "report.html.j2", assignment=assignment, summary=summary, stats=stats, rows=rows,
-        question_means=_question_means(assignment, rows), flagged=flagged[:MAX_REPORTED_PAIRS],
-        n_flagged=len(flagged), n_pairs=len(pairs), threshold=threshold, names=names,
-        generated=time.strftime("%Y-%m-%d %H:%M"), results_name=_safe_name,
-        errors=[r for r in rows if not r.graded and not r.interrupted], similarity_error=similarity_error,
+        "report.html.j2",
+        assignment=assignment,
+        summary=summary,
+        stats=stats,
+        rows=rows,
+        question_means=_question_means(assignment, rows),
+        flagged=flagged[:MAX_REPORTED_PAIRS],
+        n_flagged=len(flagged),
+        n_pairs=len(pairs),
+        threshold=threshold,
+        names=names,
+        generated=time.strftime("%Y-%m-%d %H:%M"),
+        results_name=_safe_name,
+        errors=[r for r in rows if not r.graded and not r.interrupted],
+        similarity_error=similarity_error,
         missing=[r for r in rows if r.interrupted],
     )
     path = out / "report.html"
@@ -737,10 +863,13 @@ def write_report(assignment: Assignment, rows: list[Row], pairs: list[Pair], out
 
 def _question_means(assignment: Assignment, rows: list[Row]) -> list[tuple]:
     graded = [question_points(r.report) for r in rows if r.report]
-    return [(q, statistics.fmean(p.get(q.number, 0.0) for p in graded) if graded else 0.0) for q in assignment.questions]
+    return [
+        (q, statistics.fmean(p.get(q.number, 0.0) for p in graded) if graded else 0.0) for q in assignment.questions
+    ]
 
 
 # -- the whole batch ------------------------------------------------------------------------------
+
 
 @dataclass
 class BatchResult:
@@ -759,10 +888,23 @@ class BatchResult:
         return sum(1 for r in self.rows if r.resumed)
 
 
-def run_batch(assignment: Assignment, export: Path, out: Path, *, jobs: int = 2, dedupe: bool = True,
-              budget: float | None = None, threshold: float = SIMILARITY_THRESHOLD, progress: bool = False,
-              resume: bool = False, force: bool = False, on_stop=None,
-              cluster: ClusterOptions | None = None, console=None, warm: bool = True) -> BatchResult:
+def run_batch(
+    assignment: Assignment,
+    export: Path,
+    out: Path,
+    *,
+    jobs: int = 2,
+    dedupe: bool = True,
+    budget: float | None = None,
+    threshold: float = SIMILARITY_THRESHOLD,
+    progress: bool = False,
+    resume: bool = False,
+    force: bool = False,
+    on_stop=None,
+    cluster: ClusterOptions | None = None,
+    console=None,
+    warm: bool = True,
+) -> BatchResult:
     """Grade an export, then write grades.csv, results/, report.html and similarity.csv into ``out``.
 
     An ``out`` that already holds files is refused unless ``resume`` (grade only what the batch
@@ -785,8 +927,10 @@ def run_batch(assignment: Assignment, export: Path, out: Path, *, jobs: int = 2,
         root = unpack_export(Path(export), Path(tmp))
         submissions = read_export(root)
         if not submissions:
-            raise BatchError(f"no submissions in {export}: expected {METADATA_FILE} beside the "
-                             "submission folders, or one folder per student")
+            raise BatchError(
+                f"no submissions in {export}: expected {METADATA_FILE} beside the "
+                "submission folders, or one folder per student"
+            )
         state = _prepare_out(assignment, out, resume=resume, force=force)
         stop = StopFlag()
         with _stop_on_signals(stop, on_stop):
@@ -795,11 +939,23 @@ def run_batch(assignment: Assignment, export: Path, out: Path, *, jobs: int = 2,
                     from rich.console import Console
 
                     console = Console(stderr=True, highlight=False)
-                _grade_on_cluster(assignment, root, submissions, out, state, cluster, jobs=jobs, dedupe=dedupe,
-                                  budget=budget, stop=stop, console=console if progress else None,
-                                  temporary=root != Path(export))  # a zip extracted into tmp
-            rows = _grade_with_progress(assignment, submissions, out / "results", jobs, dedupe, budget, progress,
-                                        stop, state, warm)
+                _grade_on_cluster(
+                    assignment,
+                    root,
+                    submissions,
+                    out,
+                    state,
+                    cluster,
+                    jobs=jobs,
+                    dedupe=dedupe,
+                    budget=budget,
+                    stop=stop,
+                    console=console if progress else None,
+                    temporary=root != Path(export),
+                )  # a zip extracted into tmp
+            rows = _grade_with_progress(
+                assignment, submissions, out / "results", jobs, dedupe, budget, progress, stop, state, warm
+            )
         state.save(interrupted=stop.requested)
         grades = write_grades_csv(assignment, rows, out / "grades.csv")  # first: the grades matter most
         write_gradescope_csv(assignment, rows, out / GRADESCOPE_CSV)
@@ -810,17 +966,30 @@ def run_batch(assignment: Assignment, export: Path, out: Path, *, jobs: int = 2,
                 pairs, similarity_error = find_similar(assignment, submissions), ""
             except SimilarityStopped as stopped:
                 pairs, similarity_error = stopped.pairs, str(stopped)
-            except Exception as err:  # noqa: BLE001 - the grades matter more than the similarity report
+            except Exception as err:
                 pairs, similarity_error = [], f"{type(err).__name__}: {err}"
     write_similarity_csv(pairs, submissions, out / "similarity.csv", threshold)
     report = write_report(assignment, rows, pairs, out, threshold, similarity_error=similarity_error)
-    return BatchResult(rows=rows, pairs=pairs, grades_csv=grades, report=report,
-                       interrupted=stop.signal_name if stop.requested else "")
+    return BatchResult(
+        rows=rows, pairs=pairs, grades_csv=grades, report=report, interrupted=stop.signal_name if stop.requested else ""
+    )
 
 
-def _grade_on_cluster(assignment: Assignment, root: Path, submissions: list[Submission], out: Path,
-                      state: BatchState, cluster: ClusterOptions, *, jobs: int, dedupe: bool,
-                      budget: float | None, stop, console, temporary: bool) -> None:
+def _grade_on_cluster(
+    assignment: Assignment,
+    root: Path,
+    submissions: list[Submission],
+    out: Path,
+    state: BatchState,
+    cluster: ClusterOptions,
+    *,
+    jobs: int,
+    dedupe: bool,
+    budget: float | None,
+    stop,
+    console,
+    temporary: bool,
+) -> None:
     """Grade what ``state`` lacks as a job array; merge the shards' states into ``state``.
 
     Shards are cut by staged key, round robin, so identical submissions land in one shard and
@@ -850,10 +1019,13 @@ def _grade_on_cluster(assignment: Assignment, root: Path, submissions: list[Subm
         shutil.copytree(root, copied)
         root = copied
     try:
-        tasks = [(assignment.id, assignment.root, root, ids, out, jobs, dedupe, budget, f"shard-{k + 1}-of-{n}")
-                 for k, ids in enumerate(shards)]
-        run_array(grade_shard, tasks, cluster, shared, name=f"lmgrade-batch-{assignment.id}", console=console,
-                  stop=stop)
+        tasks = [
+            (assignment.id, assignment.root, root, ids, out, jobs, dedupe, budget, f"shard-{k + 1}-of-{n}")
+            for k, ids in enumerate(shards)
+        ]
+        run_array(
+            grade_shard, tasks, cluster, shared, name=f"lmgrade-batch-{assignment.id}", console=console, stop=stop
+        )
     finally:
         for k in range(n):
             path = shared / f"shard-{k + 1}-of-{n}.json"
@@ -865,8 +1037,17 @@ def _grade_on_cluster(assignment: Assignment, root: Path, submissions: list[Subm
             shutil.rmtree(copied, ignore_errors=True)
 
 
-def grade_shard(assignment_id: str, assignment_root: Path, export_root: Path, ids: list[str], out: Path,
-                jobs: int, dedupe: bool, budget: float | None, shard: str) -> int:
+def grade_shard(
+    assignment_id: str,
+    assignment_root: Path,
+    export_root: Path,
+    ids: list[str],
+    out: Path,
+    jobs: int,
+    dedupe: bool,
+    budget: float | None,
+    shard: str,
+) -> int:
     """One array task: grade the submissions ``ids`` of the export into ``out/results``, recording
     into ``out/submitit/<shard>.json``. Runs on a compute node; returns how many it graded."""
     assignment = load_assignment(assignment_id, root=Path(assignment_root))
@@ -876,8 +1057,9 @@ def grade_shard(assignment_id: str, assignment_root: Path, export_root: Path, id
     # a retried task keeps what its first attempt finished
     reports = Path(out) / STATE_REPORTS  # shared by the shards: one file per content hash
     state = BatchState.load(path, assignment, reports) if path.is_file() else BatchState(path, assignment, reports)
-    rows = grade_all(assignment, submissions, Path(out) / "results", jobs=jobs, dedupe=dedupe, budget=budget,
-                     state=state)
+    rows = grade_all(
+        assignment, submissions, Path(out) / "results", jobs=jobs, dedupe=dedupe, budget=budget, state=state
+    )
     state.save(interrupted=False)
     return sum(1 for r in rows if r.graded)
 
@@ -886,12 +1068,16 @@ def _prepare_out(assignment: Assignment, out: Path, *, resume: bool, force: bool
     """Check the output folder against --resume/--force and create it; the batch state to use."""
     state_path = out / STATE_FILE
     if out.is_dir() and any(out.iterdir()) and not (resume or force):
-        raise BatchError(f"{out} is not empty: give --resume to continue the batch graded there, "
-                         "or --force to grade again and replace its files")
+        raise BatchError(
+            f"{out} is not empty: give --resume to continue the batch graded there, "
+            "or --force to grade again and replace its files"
+        )
     if resume and out.is_dir() and any(out.iterdir()):
         if not state_path.is_file():
-            raise BatchError(f"{out} holds no {STATE_FILE}, so there is nothing to resume: "
-                             "give --force to grade again and replace its files")
+            raise BatchError(
+                f"{out} holds no {STATE_FILE}, so there is nothing to resume: "
+                "give --force to grade again and replace its files"
+            )
         return BatchState.load(state_path, assignment, out / STATE_REPORTS)
     if force and out.is_dir():
         for name in OUTPUTS:
@@ -959,23 +1145,40 @@ def check_zip(zf: zipfile.ZipFile, name: Path) -> None:
         raise BatchError(f"{name} has {len(infos)} entries (more than {MAX_EXPORT_ENTRIES}): refused")
     total = sum(i.file_size for i in infos)
     if total > MAX_EXPORT_BYTES:
-        raise BatchError(f"{name} would extract to {total / 2**30:.1f} GB (more than "
-                         f"{MAX_EXPORT_BYTES / 2**30:g} GB): refused")
+        raise BatchError(
+            f"{name} would extract to {total / 2**30:.1f} GB (more than {MAX_EXPORT_BYTES / 2**30:g} GB): refused"
+        )
     for i in infos:
         if i.file_size > 1_000_000 and i.file_size > MAX_COMPRESSION_RATIO * max(i.compress_size, 1):
-            raise BatchError(f"{name}: {i.filename} expands {i.file_size // max(i.compress_size, 1)}:1 "
-                             "(a zip bomb?): refused")
+            raise BatchError(
+                f"{name}: {i.filename} expands {i.file_size // max(i.compress_size, 1)}:1 (a zip bomb?): refused"
+            )
 
 
-def _grade_with_progress(assignment, submissions, results_dir, jobs, dedupe, budget, progress, stop=None,
-                         state=None, warm: bool = True) -> list[Row]:
+def _grade_with_progress(
+    assignment, submissions, results_dir, jobs, dedupe, budget, progress, stop=None, state=None, warm: bool = True
+) -> list[Row]:
     if not progress:
-        return grade_all(assignment, submissions, results_dir, jobs=jobs, dedupe=dedupe, budget=budget,
-                         stop=stop, state=state, warm=warm)
+        return grade_all(
+            assignment,
+            submissions,
+            results_dir,
+            jobs=jobs,
+            dedupe=dedupe,
+            budget=budget,
+            stop=stop,
+            state=state,
+            warm=warm,
+        )
     from rich import progress as rp
 
-    columns = (rp.TextColumn("grading"), rp.BarColumn(), rp.MofNCompleteColumn(), rp.TimeRemainingColumn(),
-               rp.TextColumn("{task.description}"))
+    columns = (
+        rp.TextColumn("grading"),
+        rp.BarColumn(),
+        rp.MofNCompleteColumn(),
+        rp.TimeRemainingColumn(),
+        rp.TextColumn("{task.description}"),
+    )
     with rp.Progress(*columns) as bar:
         task = bar.add_task("", total=len(submissions))
 
@@ -984,57 +1187,99 @@ def _grade_with_progress(assignment, submissions, results_dir, jobs, dedupe, bud
             kept = " (from the earlier run)" if row.resumed else ""
             bar.update(task, advance=1, description=f"{row.submission.id}: {score}{kept}")
 
-        return grade_all(assignment, submissions, results_dir, jobs=jobs, dedupe=dedupe, budget=budget,
-                         on_done=done, stop=stop, state=state, warm=warm)
+        return grade_all(
+            assignment,
+            submissions,
+            results_dir,
+            jobs=jobs,
+            dedupe=dedupe,
+            budget=budget,
+            on_done=done,
+            stop=stop,
+            state=state,
+            warm=warm,
+        )
 
 
 # -- command line ---------------------------------------------------------------------------------
+
 
 def add_parsers(subparsers) -> None:
     import argparse
 
     p = subparsers.add_parser(
-        "batch", help="grade a Gradescope export in parallel: grades.csv, report.html, similarity",
+        "batch",
+        help="grade a Gradescope export in parallel: grades.csv, report.html, similarity",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Grade every submission of a Gradescope 'Export Submissions' folder or zip\n"
-                    f"({METADATA_FILE} beside submission_<id>/ folders), or of a plain folder with one\n"
-                    "folder per student, N at a time. A submission that cannot be graded becomes an\n"
-                    "error row; the batch goes on. Identical submissions are graded once. Writes into OUT:\n"
-                    "  grades.csv         student, email, sid, submission id, score, points per question,\n"
-                    "                     notes (why points were lost to staging, why not graded)\n"
-                    f"  {GRADESCOPE_CSV}  Gradescope's import format: Name, SID, Email, Total Score,\n"
-                    "                     one column per question\n"
-                    "  results/<id>.json  the results.json Gradescope would have received\n"
-                    "  report.html        score histogram, pass rate per test, most common failures,\n"
-                    "                     the most similar pairs (figures/ beside it)\n"
-                    "  similarity.csv     every pair sharing code beyond the template (copydetect)\n"
-                    f"  {STATE_FILE}   what finished, by content hash (for --resume)\n"
-                    "Ctrl-C (or SIGTERM) stops the batch within seconds and still writes grades.csv and\n"
-                    "report.html for what finished, marking the rest 'not graded'; --resume grades the rest.",
+        f"({METADATA_FILE} beside submission_<id>/ folders), or of a plain folder with one\n"
+        "folder per student, N at a time. A submission that cannot be graded becomes an\n"
+        "error row; the batch goes on. Identical submissions are graded once. Writes into OUT:\n"
+        "  grades.csv         student, email, sid, submission id, score, points per question,\n"
+        "                     notes (why points were lost to staging, why not graded)\n"
+        f"  {GRADESCOPE_CSV}  Gradescope's import format: Name, SID, Email, Total Score,\n"
+        "                     one column per question\n"
+        "  results/<id>.json  the results.json Gradescope would have received\n"
+        "  report.html        score histogram, pass rate per test, most common failures,\n"
+        "                     the most similar pairs (figures/ beside it)\n"
+        "  similarity.csv     every pair sharing code beyond the template (copydetect)\n"
+        f"  {STATE_FILE}   what finished, by content hash (for --resume)\n"
+        "Ctrl-C (or SIGTERM) stops the batch within seconds and still writes grades.csv and\n"
+        "report.html for what finished, marking the rest 'not graded'; --resume grades the rest.",
         epilog="example:\n  lmgrade batch cmu_11667_a2 assignment_123_export.zip -o grading/ --jobs 4\n"
-               "  lmgrade batch cmu_11667_a2 export.zip -o grading/ --executor slurm --shards 20 "
-               "--partition cpu --cpus-per-task 4 --jobs 4   # a Slurm job array, merged at the end\n"
-               "  lmgrade batch cmu_11667_a2 assignment_123_export.zip -o grading/ --resume   # after Ctrl-C")
+        "  lmgrade batch cmu_11667_a2 export.zip -o grading/ --executor slurm --shards 20 "
+        "--partition cpu --cpus-per-task 4 --jobs 4   # a Slurm job array, merged at the end\n"
+        "  lmgrade batch cmu_11667_a2 assignment_123_export.zip -o grading/ --resume   # after Ctrl-C",
+    )
     p.add_argument("assignment", metavar="ID", help="assignment id (see `lmgrade list`)")
     p.add_argument("export", type=Path, metavar="EXPORT", help="the export: a folder or a zip")
-    p.add_argument("-o", "--out", type=Path, required=True, metavar="OUT",
-                   help="output folder (created; one that holds files needs --resume or --force)")
+    p.add_argument(
+        "-o",
+        "--out",
+        type=Path,
+        required=True,
+        metavar="OUT",
+        help="output folder (created; one that holds files needs --resume or --force)",
+    )
     again = p.add_mutually_exclusive_group()
-    again.add_argument("--resume", action="store_true",
-                       help="continue the batch in OUT: submissions whose staged files it already graded "
-                            "are kept, the rest (and changed ones) are graded")
-    again.add_argument("--force", action="store_true",
-                       help="grade everything again, replacing the batch's files in OUT")
-    p.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 2, metavar="N",
-                   help="submissions graded at once (default: the number of CPUs, %(default)s here)")
-    p.add_argument("--similarity-threshold", type=float, default=SIMILARITY_THRESHOLD, metavar="FRACTION",
-                   help="flag a pair when one submission shares at least this fraction of its own "
-                        f"non-template code with the other (default {SIMILARITY_THRESHOLD})")
-    p.add_argument("--time-budget", type=float, default=GRADESCOPE_TIME_LIMIT, metavar="SECONDS",
-                   help="per submission: tests not finished by then score 0, as on Gradescope "
-                        f"(default {GRADESCOPE_TIME_LIMIT}, Gradescope's default limit; 0: none)")
-    p.add_argument("--grade-duplicates", action="store_true",
-                   help="grade every submission even when its staged files are identical to another's")
+    again.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the batch in OUT: submissions whose staged files it already graded "
+        "are kept, the rest (and changed ones) are graded",
+    )
+    again.add_argument(
+        "--force", action="store_true", help="grade everything again, replacing the batch's files in OUT"
+    )
+    p.add_argument(
+        "-j",
+        "--jobs",
+        type=int,
+        default=os.cpu_count() or 2,
+        metavar="N",
+        help="submissions graded at once (default: the number of CPUs, %(default)s here)",
+    )
+    p.add_argument(
+        "--similarity-threshold",
+        type=float,
+        default=SIMILARITY_THRESHOLD,
+        metavar="FRACTION",
+        help="flag a pair when one submission shares at least this fraction of its own "
+        f"non-template code with the other (default {SIMILARITY_THRESHOLD})",
+    )
+    p.add_argument(
+        "--time-budget",
+        type=float,
+        default=GRADESCOPE_TIME_LIMIT,
+        metavar="SECONDS",
+        help="per submission: tests not finished by then score 0, as on Gradescope "
+        f"(default {GRADESCOPE_TIME_LIMIT}, Gradescope's default limit; 0: none)",
+    )
+    p.add_argument(
+        "--grade-duplicates",
+        action="store_true",
+        help="grade every submission even when its staged files are identical to another's",
+    )
     from grader.cluster import add_arguments
 
     add_arguments(p)
@@ -1044,49 +1289,75 @@ def add_parsers(subparsers) -> None:
 def cmd_batch(args) -> int:
     assignment = load_assignment(args.assignment)
     if args.time_budget < 0:
-        print(f"error: --time-budget must be positive, or 0 for none (got {args.time_budget:g})", file=sys.stderr)
+        print(f"error: --time-budget must be positive, or 0 for none (got {args.time_budget:g})", file=sys.stderr)  # noqa: T201
         return 2
     if args.jobs < 1:
-        print(f"error: --jobs must be at least 1 (got {args.jobs})", file=sys.stderr)
+        print(f"error: --jobs must be at least 1 (got {args.jobs})", file=sys.stderr)  # noqa: T201
         return 2
     if not 0 < args.similarity_threshold <= 1:
-        print(f"error: --similarity-threshold must be in (0, 1] (got {args.similarity_threshold:g})", file=sys.stderr)
+        print(f"error: --similarity-threshold must be in (0, 1] (got {args.similarity_threshold:g})", file=sys.stderr)  # noqa: T201
         return 2
     from grader.cluster import ClusterError, options_from_args
 
     try:
         cluster = options_from_args(args)
     except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {err}", file=sys.stderr)  # noqa: T201
         return 2
 
     def stopping(name: str) -> None:
-        print(f"\n{name}: stopping the batch (the running gradings are stopped; press Ctrl-C again to "
-              "quit at once, without writing grades.csv)", file=sys.stderr, flush=True)
+        print(  # noqa: T201
+            f"\n{name}: stopping the batch (the running gradings are stopped; press Ctrl-C again to "
+            "quit at once, without writing grades.csv)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     try:
-        result = run_batch(assignment, args.export, args.out, jobs=args.jobs, dedupe=not args.grade_duplicates,
-                           budget=args.time_budget or None, threshold=args.similarity_threshold, progress=True,
-                           resume=args.resume, force=args.force, on_stop=stopping, cluster=cluster)
+        result = run_batch(
+            assignment,
+            args.export,
+            args.out,
+            jobs=args.jobs,
+            dedupe=not args.grade_duplicates,
+            budget=args.time_budget or None,
+            threshold=args.similarity_threshold,
+            progress=True,
+            resume=args.resume,
+            force=args.force,
+            on_stop=stopping,
+            cluster=cluster,
+        )
     except BatchError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {err}", file=sys.stderr)  # noqa: T201
         return 2
     except ClusterError as err:  # what the array finished is in the batch state already
-        print(f"error: {err}; the submissions graded so far are kept: run the same command with --resume "
-              "to grade the rest", file=sys.stderr)
+        print(  # noqa: T201
+            f"error: {err}; the submissions graded so far are kept: run the same command with --resume "
+            "to grade the rest",
+            file=sys.stderr,
+        )
         return 1
     summary = score_summary(result.rows, assignment.total_points)
     flagged = sum(1 for p in result.pairs if p.similarity >= args.similarity_threshold)
     if result.resumed:
-        print(f"resumed: {result.resumed} submission(s) kept from the earlier run, "
-              f"{summary['submissions'] - result.resumed} graded now")
-    print(f"graded {summary['graded']} of {summary['submissions']} submissions, mean score "
-          f"{summary['mean']:.2f} / {summary['max_score']:g}; {summary['errors']} could not be graded "
-          f"(see report.html); {flagged} similar pair(s) flagged")
+        print(  # noqa: T201
+            f"resumed: {result.resumed} submission(s) kept from the earlier run, "
+            f"{summary['submissions'] - result.resumed} graded now"
+        )
+    print(  # noqa: T201
+        f"graded {summary['graded']} of {summary['submissions']} submissions, mean score "
+        f"{summary['mean']:.2f} / {summary['max_score']:g}; {summary['errors']} could not be graded "
+        f"(see report.html); {flagged} similar pair(s) flagged"
+    )
     if result.interrupted:
-        print(f"interrupted ({result.interrupted}): {result.missing} submission(s) not graded, marked "
-              f"'not graded' in grades.csv; run the same command with --resume to grade them")
+        print(  # noqa: T201
+            f"interrupted ({result.interrupted}): {result.missing} submission(s) not graded, marked "
+            f"'not graded' in grades.csv; run the same command with --resume to grade them"
+        )
     out = result.grades_csv.parent
-    print(f"wrote {result.grades_csv}, {out / GRADESCOPE_CSV} (to upload to Gradescope), {result.report}, "
-          f"{out / 'similarity.csv'}, {out / 'results'}/")
+    print(  # noqa: T201
+        f"wrote {result.grades_csv}, {out / GRADESCOPE_CSV} (to upload to Gradescope), {result.report}, "
+        f"{out / 'similarity.csv'}, {out / 'results'}/"
+    )
     return 130 if result.interrupted else 0

@@ -58,8 +58,10 @@ class BuildError(RuntimeError):
 
 # -- entry points ---------------------------------------------------------------------------------
 
-def build_autograder(assignment: Assignment, out: Path, *, time_limit: int = GRADESCOPE_TIME_LIMIT,
-                     stale_template_ok: bool = False) -> Path:
+
+def build_autograder(
+    assignment: Assignment, out: Path, *, time_limit: int = GRADESCOPE_TIME_LIMIT, stale_template_ok: bool = False
+) -> Path:
     """Write Gradescope's autograder zip for ``assignment`` to ``out``."""
     check_sources(assignment, stale_template_ok=stale_template_ok)
     env = course_environment(assignment, installable=True)
@@ -84,6 +86,7 @@ def build_handout(assignment: Assignment, out: Path, *, stale_template_ok: bool 
 
 # -- checks before building -----------------------------------------------------------------------
 
+
 def check_sources(assignment: Assignment, *, stale_template_ok: bool = False) -> None:
     """The suite must pass ``lmgrade check-suite``, the template be in sync with the reference and
     the snapshots match their manifest."""
@@ -94,17 +97,23 @@ def check_sources(assignment: Assignment, *, stale_template_ok: bool = False) ->
         raise BuildError(f"{assignment.template_dir} does not exist: run `lmgrade template {assignment.id}`")
     problems = [] if stale_template_ok else check_template(assignment)
     if problems:
-        raise BuildError(f"the student template of {assignment.id} is out of sync with the reference "
-                         f"({'; '.join(problems[:3])}): run `lmgrade template {assignment.id}`")
+        raise BuildError(
+            f"the student template of {assignment.id} is out of sync with the reference "
+            f"({'; '.join(problems[:3])}): run `lmgrade template {assignment.id}`"
+        )
     manifest_path = assignment.snapshots_dir / "manifest.json"
     if not manifest_path.is_file():
-        raise BuildError(f"no snapshots for {assignment.id} ({manifest_path} missing): run `lmgrade record {assignment.id}`")
+        raise BuildError(
+            f"no snapshots for {assignment.id} ({manifest_path} missing): run `lmgrade record {assignment.id}`"
+        )
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     for rel, digest in manifest.get("files", {}).items():
         path = assignment.snapshots_dir / rel
         if not path.is_file() or _sha256(path.read_bytes()) != digest:
-            raise BuildError(f"snapshot {rel} of {assignment.id} is missing or does not match the manifest: "
-                             f"run `lmgrade record {assignment.id}`")
+            raise BuildError(
+                f"snapshot {rel} of {assignment.id} is missing or does not match the manifest: "
+                f"run `lmgrade record {assignment.id}`"
+            )
     try:
         found = check_suite(assignment)
     except CourseEnvError as err:  # check-suite re-records in the course environment
@@ -112,7 +121,9 @@ def check_sources(assignment: Assignment, *, stale_template_ok: bool = False) ->
         raise BuildError(f"the course environment of {assignment.id} does not install from {lock}: {err}") from None
     suite = [p for p in found if stale_template_ok is False or not p.startswith("template:")]
     if suite:
-        raise BuildError(f"`lmgrade check-suite {assignment.id}` found {len(suite)} problem(s):\n  " + "\n  ".join(suite))
+        raise BuildError(
+            f"`lmgrade check-suite {assignment.id}` found {len(suite)} problem(s):\n  " + "\n  ".join(suite)
+        )
 
 
 def course_environment(assignment: Assignment, *, installable: bool = False) -> Environment:
@@ -122,8 +133,10 @@ def course_environment(assignment: Assignment, *, installable: bool = False) -> 
     env = assignment.environment
     rel = f"test_suites/{assignment.id}"
     if env is None:
-        raise BuildError(f"{assignment.id} declares no course environment: add `environment:` (python, packages) "
-                         f"to {rel}/assignment.yaml and run `lmgrade env lock {assignment.id}` (docs/engine.md)")
+        raise BuildError(
+            f"{assignment.id} declares no course environment: add `environment:` (python, packages) "
+            f"to {rel}/assignment.yaml and run `lmgrade env lock {assignment.id}` (docs/engine.md)"
+        )
     if not env.lock_path.is_file():
         raise BuildError(f"{assignment.id} has no {rel}/{env.lock_path.name}: run `lmgrade env lock {assignment.id}`")
     try:
@@ -137,8 +150,9 @@ def course_environment(assignment: Assignment, *, installable: bool = False) -> 
         try:
             ensure_environment(replace(assignment, environment=env))
         except CourseEnvError as err:
-            raise BuildError(f"the course environment of {assignment.id} does not install from "
-                             f"{rel}/{env.lock_path.name}: {err}") from None
+            raise BuildError(
+                f"the course environment of {assignment.id} does not install from {rel}/{env.lock_path.name}: {err}"
+            ) from None
     return env
 
 
@@ -159,8 +173,10 @@ def assert_no_reference(assignment: Assignment, root: Path) -> None:
     for path in _files(root):
         digest = _sha256(path.read_bytes())
         if digest in secret:
-            raise BuildError(f"refusing to build: {path.relative_to(root)} has the content of the "
-                             f"reference solution's {secret[digest]}")
+            raise BuildError(
+                f"refusing to build: {path.relative_to(root)} has the content of the "
+                f"reference solution's {secret[digest]}"
+            )
 
 
 def assert_no_hidden(assignment: Assignment, root: Path) -> None:
@@ -177,8 +193,10 @@ def assert_no_hidden(assignment: Assignment, root: Path) -> None:
 
 # -- the autograder -------------------------------------------------------------------------------
 
-def stage_autograder(assignment: Assignment, root: Path, *, time_limit: int = GRADESCOPE_TIME_LIMIT,
-                     env: Environment | None = None) -> None:
+
+def stage_autograder(
+    assignment: Assignment, root: Path, *, time_limit: int = GRADESCOPE_TIME_LIMIT, env: Environment | None = None
+) -> None:
     """Lay out what Gradescope will find in /autograder/source."""
     env = env or course_environment(assignment)
     project = assignment.root
@@ -200,20 +218,30 @@ def autograder_context(assignment: Assignment, env: Environment, time_limit: int
     from grader.results import validate
 
     fallback = {
-        "score": 0.0, "output_format": "text", "visibility": "visible", "stdout_visibility": "hidden", "tests": [],
+        "score": 0.0,
+        "output_format": "text",
+        "visibility": "visible",
+        "stdout_visibility": "hidden",
+        "tests": [],
         "output": "Your submission could not be graded: the autograder's Python environment is broken. "
-                  "This is not a verdict on your code; the course staff can see the log and will regrade it.",
+        "This is not a verdict on your code; the course staff can see the log and will regrade it.",
         "extra_data": {"lmgrade_error": "python could not run"},
     }
     validate(fallback)
     finalize = (Path(__file__).parent / "templates" / "finalize_results.py").read_text(encoding="utf-8")
     return {
-        "assignment_id": assignment.id, "title": assignment.title, "venv": VENV,
-        "python_version": env.python, "course_lock": f"test_suites/{assignment.id}/{env.lock_path.name}",
-        "parent_lock": PARENT_LOCK, "n_pins": len(env.pins or {}),
-        "torch_version": TORCH_VERSION, "torch_index": TORCH_CPU_INDEX,
+        "assignment_id": assignment.id,
+        "title": assignment.title,
+        "venv": VENV,
+        "python_version": env.python,
+        "course_lock": f"test_suites/{assignment.id}/{env.lock_path.name}",
+        "parent_lock": PARENT_LOCK,
+        "n_pins": len(env.pins or {}),
+        "torch_version": TORCH_VERSION,
+        "torch_index": TORCH_CPU_INDEX,
         **time_plan(time_limit),
-        "static_fallback": json.dumps(fallback), "finalize_py": finalize.rstrip("\n"),
+        "static_fallback": json.dumps(fallback),
+        "finalize_py": finalize.rstrip("\n"),
     }
 
 
@@ -222,8 +250,12 @@ def time_plan(time_limit: int) -> dict:
     writes what it has), then ``timeout``'s TERM and KILL if it is still running, and what is
     left to publish results.json before Gradescope gives up on the run."""
     margin = min(TIME_MARGIN, time_limit // 2)
-    return {"time_limit": time_limit, "time_budget": time_limit - margin, "term_grace": margin // 3,
-            "kill_grace": margin // 3}
+    return {
+        "time_limit": time_limit,
+        "time_budget": time_limit - margin,
+        "term_grace": margin // 3,
+        "kill_grace": margin // 3,
+    }
 
 
 def parent_requirements(assignment: Assignment, env: Environment) -> str:
@@ -234,9 +266,11 @@ def parent_requirements(assignment: Assignment, env: Environment) -> str:
     lmgrade (and of what it pulls in) on a distribution the course pins must accept the
     course's version: if not, the zip is not built."""
     pins = parent_pins(env.pins or {}, assignment.id)
-    header = (f"# lmgrade {__version__} for {assignment.id}: what grading needs beyond the course environment\n"
-              f"# ({env.lock_path.name}), pinned at the versions installed where `lmgrade build-autograder` ran\n"
-              f"# (Python {sys.version_info.major}.{sys.version_info.minor}, {sys.platform}).\n")
+    header = (
+        f"# lmgrade {__version__} for {assignment.id}: what grading needs beyond the course environment\n"
+        f"# ({env.lock_path.name}), pinned at the versions installed where `lmgrade build-autograder` ran\n"
+        f"# (Python {sys.version_info.major}.{sys.version_info.minor}, {sys.platform}).\n"
+    )
     return header + "".join(f"{name}=={version}\n" for name, version in pins.items())
 
 
@@ -257,14 +291,18 @@ def parent_pins(course: dict[str, str], assignment_id: str = "the course") -> di
             continue
         if name in course:
             if not req.specifier.contains(course[name].split("+", 1)[0], prereleases=True):
-                raise BuildError(f"{assignment_id}'s course environment pins {name}=={course[name]}, but lmgrade's "
-                                 f"grading process ({needed_by}) needs {text}; they share one venv on Gradescope: "
-                                 f"change the course's range or lmgrade's requirement")
+                raise BuildError(
+                    f"{assignment_id}'s course environment pins {name}=={course[name]}, but lmgrade's "
+                    f"grading process ({needed_by}) needs {text}; they share one venv on Gradescope: "
+                    f"change the course's range or lmgrade's requirement"
+                )
             continue  # the course's version it is; its own requirements are in the course lock
         version = _installed_version(name)
         if version is None:
-            raise BuildError(f"{name} ({text}, needed by {needed_by}) is not installed here, so its version cannot "
-                             "be pinned: run `make install`")
+            raise BuildError(
+                f"{name} ({text}, needed by {needed_by}) is not installed here, so its version cannot "
+                "be pinned: run `make install`"
+            )
         if name not in pins:
             pins[name] = version.split("+", 1)[0]
             todo += [(r, "", name) for r in metadata.requires(name) or []]
@@ -296,6 +334,7 @@ def _pyproject() -> dict:
 
 # -- the handout ----------------------------------------------------------------------------------
 
+
 def handout_suite_path(assignment: Assignment) -> str:
     """Where the public suite sits in the handout: the repository's own layout, so the plugin
     finds the rubric, fixtures and snapshots exactly as it does in a checkout."""
@@ -309,15 +348,19 @@ def handout_names(assignment: Assignment) -> dict[str, str]:
     """File names of the handout's README and requirements: the usual ones, unless the template
     already has a file of that name (a course's own requirements.txt is a provided file)."""
     taken = {p.name for p in assignment.template_dir.iterdir()} if assignment.template_dir.is_dir() else set()
-    return {"readme": "README.md" if "README.md" not in taken else "README-tests.md",
-            "requirements": "requirements.txt" if "requirements.txt" not in taken else "requirements-tests.txt"}
+    return {
+        "readme": "README.md" if "README.md" not in taken else "README-tests.md",
+        "requirements": "requirements.txt" if "requirements.txt" not in taken else "requirements-tests.txt",
+    }
 
 
 def stage_handout(assignment: Assignment, root: Path, *, env: Environment | None = None) -> None:
     clash = [name for name in HANDOUT_OWN if (assignment.template_dir / name).exists()]
     if clash:
-        raise BuildError(f"the template of {assignment.id} has {', '.join(clash)}, which the handout needs for "
-                         "its own test set-up: rename it in the reference")
+        raise BuildError(
+            f"the template of {assignment.id} has {', '.join(clash)}, which the handout needs for "
+            "its own test set-up: rename it in the reference"
+        )
     # a notebook course gets its notebooks and no .py twins (the .py is only their source here)
     copy_tree(assignment.template_dir, root, skip_top=tuple(assignment.notebooks.values()))
     copy_tree(Path(__file__).resolve().parent, root / "grader")
@@ -382,8 +425,10 @@ def _public_points(entry) -> float:
 
 
 def public_rubric_text(assignment: Assignment) -> str:
-    header = (f"# The public part of {assignment.id}'s rubric, generated by `lmgrade build-handout`.\n"
-              "# The hidden tests and their points are graded on Gradescope only.\n")
+    header = (
+        f"# The public part of {assignment.id}'s rubric, generated by `lmgrade build-handout`.\n"
+        "# The hidden tests and their points are graded on Gradescope only.\n"
+    )
     return header + yaml.safe_dump(public_rubric(assignment), sort_keys=False, allow_unicode=True)
 
 
@@ -406,9 +451,11 @@ def stage_public_fixtures(assignment: Assignment, dest: Path) -> None:
 def student_requirements(assignment: Assignment, env: Environment, file_name: str = "requirements.txt") -> str:
     """The course environment's lock: students run what the course ran (and what Gradescope
     grades with). It holds what the vendored engine needs too (``CHILD_REQUIREMENTS``)."""
-    lines = [f"# {assignment.id}: the course environment (Python {env.python}), every package pinned. Generated by",
-             f"# `lmgrade build-handout` from test_suites/{assignment.id}/{env.lock_path.name}; Gradescope grades with it.",
-             f"# Install torch first from {TORCH_CPU_INDEX} (see the README), then `pip install -r {file_name}`."]
+    lines = [
+        f"# {assignment.id}: the course environment (Python {env.python}), every package pinned. Generated by",
+        f"# `lmgrade build-handout` from test_suites/{assignment.id}/{env.lock_path.name}; Gradescope grades with it.",
+        f"# Install torch first from {TORCH_CPU_INDEX} (see the README), then `pip install -r {file_name}`.",
+    ]
     lines += [f"{name}=={version}" for name, version in sorted((env.pins or {}).items())]
     return "\n".join(lines) + "\n"
 
@@ -419,46 +466,66 @@ def handout_context(assignment: Assignment, names: dict[str, str], env: Environm
 
     public = [t for t in assignment.tests if is_public(t.test_id)]
     hidden = [t for t in assignment.tests if not is_public(t.test_id)]
-    written = {alias: names for alias, names in assignment.modules.items()
-               if not set(names) <= set(assignment.provided)}  # a provided module is not written
+    written = {
+        alias: names for alias, names in assignment.modules.items() if not set(names) <= set(assignment.provided)
+    }  # a provided module is not written
     notebooks = [n for names in written.values() for n in names if n.endswith(".ipynb")]
     # a notebook course hands in its notebooks: the .py twins are only their source here
-    shown = {alias: tuple(n for n in names if n not in assignment.notebooks.values()) or names
-             for alias, names in written.items()}
+    shown = {
+        alias: tuple(n for n in names if n not in assignment.notebooks.values()) or names
+        for alias, names in written.items()
+    }
     module_files = [names[0] for names in shown.values()]
     collected, _ = collected_tests(assignment)
     n_public = sum(1 for t in collected if is_public(t)) or len(public)
     manifest = assignment.snapshots_dir / "manifest.json"
     public_values = "public/" in manifest.read_text(encoding="utf-8") if manifest.is_file() else False
     return {
-        "assignment_id": assignment.id, "title": assignment.title, "suite_path": handout_suite_path(assignment),
+        "assignment_id": assignment.id,
+        "title": assignment.title,
+        "suite_path": handout_suite_path(assignment),
         "module_names": [" or ".join(f"`{n}`" for n in names) for names in shown.values()],
         "several_names": any(len(names) > 1 for names in shown.values()),
         "provided": list(assignment.provided),
-        "required": [n for n in dict.fromkeys(module_files + list(assignment.files_required))
-                     if n not in assignment.provided],
+        "required": [
+            n for n in dict.fromkeys(module_files + list(assignment.files_required)) if n not in assignment.provided
+        ],
         "notebooks": notebooks,
-        "example_question": next((q.number for q in assignment.questions
-                                  if any(is_public(t.test_id) and t.points for t in q.tests)), "1"),
-        "questions": [(q.number, q.name, sum(t.points for t in q.tests if is_public(t.test_id)))
-                      for q in assignment.questions if any(is_public(t.test_id) for t in q.tests)],
-        "n_public": n_public, "n_hidden": len(hidden), "public_values": public_values,
-        "public_points": f"{sum(t.points for t in public):g}", "hidden_points": f"{sum(t.points for t in hidden):g}",
-        "total_points": f"{assignment.total_points:g}", "torch_version": TORCH_VERSION,
-        "torch_index": TORCH_CPU_INDEX, "python_version": env.python,
+        "example_question": next(
+            (q.number for q in assignment.questions if any(is_public(t.test_id) and t.points for t in q.tests)), "1"
+        ),
+        "questions": [
+            (q.number, q.name, sum(t.points for t in q.tests if is_public(t.test_id)))
+            for q in assignment.questions
+            if any(is_public(t.test_id) for t in q.tests)
+        ],
+        "n_public": n_public,
+        "n_hidden": len(hidden),
+        "public_values": public_values,
+        "public_points": f"{sum(t.points for t in public):g}",
+        "hidden_points": f"{sum(t.points for t in hidden):g}",
+        "total_points": f"{assignment.total_points:g}",
+        "torch_version": TORCH_VERSION,
+        "torch_index": TORCH_CPU_INDEX,
+        "python_version": env.python,
         "requirements_file": (names or {}).get("requirements", "requirements.txt"),
-        "readme_file": (names or {}).get("readme", "README.md"), "own_files": [],
+        "readme_file": (names or {}).get("readme", "README.md"),
+        "own_files": [],
     }
 
 
 # -- files and zips -------------------------------------------------------------------------------
+
 
 def render(template_name: str, **context) -> str:
     import jinja2
 
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
-        undefined=jinja2.StrictUndefined, keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
         autoescape=jinja2.select_autoescape(["html.j2"]),
     )
     return env.get_template(template_name).render(**context)
@@ -502,9 +569,14 @@ def write_zip(root: Path, out: Path) -> Path:
 def _files(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.rglob("*")
-                  if p.is_file() and not p.is_symlink() and p.suffix != ".pyc"
-                  and not SKIPPED_NAMES.intersection(p.relative_to(folder).parts))
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file()
+        and not p.is_symlink()
+        and p.suffix != ".pyc"
+        and not SKIPPED_NAMES.intersection(p.relative_to(folder).parts)
+    )
 
 
 def _sha256(data: bytes) -> str:
@@ -535,33 +607,42 @@ def add_parsers(subparsers) -> None:
     import argparse
 
     p = subparsers.add_parser(
-        "build-autograder", help="build the zip to upload to Gradescope as the autograder",
+        "build-autograder",
+        help="build the zip to upload to Gradescope as the autograder",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Build the zip to upload as a Gradescope autograder: setup.sh and run_autograder at\n"
-                    "its root, the engine, the suite with its hidden tests and snapshots, the template\n"
-                    "(for provided files) and pinned requirements. Never the reference solution, the\n"
-                    "mutants or another assignment.",
+        "its root, the engine, the suite with its hidden tests and snapshots, the template\n"
+        "(for provided files) and pinned requirements. Never the reference solution, the\n"
+        "mutants or another assignment.",
         epilog="example:\n  lmgrade build-autograder cmu_11667_a2 -o autograder.zip\n\n"
-               "setup.sh installs Python, the CPU build of torch and lmgrade's pinned dependencies\n"
-               "into /opt/lmgrade/venv on Gradescope's Ubuntu image; run_autograder grades\n"
-               "/autograder/submission and always leaves a valid results/results.json.")
+        "setup.sh installs Python, the CPU build of torch and lmgrade's pinned dependencies\n"
+        "into /opt/lmgrade/venv on Gradescope's Ubuntu image; run_autograder grades\n"
+        "/autograder/submission and always leaves a valid results/results.json.",
+    )
     p.add_argument("assignment", metavar="ID", help="assignment id (see `lmgrade list`)")
     p.add_argument("-o", "--out", type=Path, metavar="ZIP", help="zip to write (default: <ID>-autograder.zip)")
-    p.add_argument("--time-limit", type=int, default=GRADESCOPE_TIME_LIMIT, metavar="SECONDS",
-                   help=f"the assignment's time limit on Gradescope (default {GRADESCOPE_TIME_LIMIT}); "
-                        f"grading stops {TIME_MARGIN} s before it so that results.json is always written")
+    p.add_argument(
+        "--time-limit",
+        type=int,
+        default=GRADESCOPE_TIME_LIMIT,
+        metavar="SECONDS",
+        help=f"the assignment's time limit on Gradescope (default {GRADESCOPE_TIME_LIMIT}); "
+        f"grading stops {TIME_MARGIN} s before it so that results.json is always written",
+    )
     p.add_argument("--stale-template-ok", action="store_true", help=STALE_HELP)
     p.set_defaults(func=cmd_build_autograder)
 
     p = subparsers.add_parser(
-        "build-handout", help="build the students' zip: template, public tests, a `pytest` that works",
+        "build-handout",
+        help="build the students' zip: template, public tests, a `pytest` that works",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Build the zip students download: the template's files at its root, the public tests\n"
-                    "and their snapshots, the engine vendored in grader/, a conftest.py and pytest.ini so\n"
-                    "that a bare `pytest` in the unpacked folder tests the files there, pinned\n"
-                    "requirements and a README. No hidden test, hidden snapshot or reference file.",
+        "and their snapshots, the engine vendored in grader/, a conftest.py and pytest.ini so\n"
+        "that a bare `pytest` in the unpacked folder tests the files there, pinned\n"
+        "requirements and a README. No hidden test, hidden snapshot or reference file.",
         epilog="example:\n  lmgrade build-handout cmu_11667_a2 -o handout.zip\n"
-               "  unzip handout.zip -d hw && cd hw && pytest")
+        "  unzip handout.zip -d hw && cd hw && pytest",
+    )
     p.add_argument("assignment", metavar="ID", help="assignment id (see `lmgrade list`)")
     p.add_argument("-o", "--out", type=Path, metavar="ZIP", help="zip to write (default: <ID>-handout.zip)")
     p.add_argument("--stale-template-ok", action="store_true", help=STALE_HELP)
@@ -574,8 +655,10 @@ def cmd_build_autograder(args) -> int:
         print(f"error: --time-limit must be at least 60 seconds (got {args.time_limit})", file=sys.stderr)  # noqa: T201
         return 2
     out = args.out or Path(f"{assignment.id}-autograder.zip")
-    return _report(lambda: build_autograder(assignment, out, time_limit=args.time_limit,
-                                                 stale_template_ok=args.stale_template_ok), "autograder")
+    return _report(
+        lambda: build_autograder(assignment, out, time_limit=args.time_limit, stale_template_ok=args.stale_template_ok),
+        "autograder",
+    )
 
 
 def cmd_build_handout(args) -> int:

@@ -42,6 +42,7 @@ class CheckError(ValueError):
 
 # -- finding the handout -------------------------------------------------------------------------
 
+
 def find_assignment(start: Path | None = None) -> Assignment:
     """The assignment of the handout in ``start`` (or a folder above it)."""
     start = Path(start or Path.cwd()).resolve()
@@ -50,12 +51,15 @@ def find_assignment(start: Path | None = None) -> Assignment:
         if len(rubrics) == 1:
             return load_assignment(rubrics[0].parent.name, root=folder)
         if len(rubrics) > 1:
-            raise CheckError(f"{folder} holds several assignments ({', '.join(r.parent.name for r in rubrics)}): "
-                             "run the check from a handout folder")
+            raise CheckError(
+                f"{folder} holds several assignments ({', '.join(r.parent.name for r in rubrics)}): "
+                "run the check from a handout folder"
+            )
     raise CheckError(f"no handout found in {start} or above it (expected test_suites/<id>/assignment.yaml)")
 
 
 # -- results -------------------------------------------------------------------------------------
+
 
 @dataclass
 class Row:
@@ -90,8 +94,10 @@ class CheckResult:
 
     def title(self) -> str:
         what = f"question {self.question}" if self.question else "all questions"
-        return (f"{self.assignment}, {what}: {sum(r.outcome == 'passed' for r in self.rows)} of {len(self.rows)} "
-                f"public tests passed, {self.points:g} / {self.max_points:g} points")
+        return (
+            f"{self.assignment}, {what}: {sum(r.outcome == 'passed' for r in self.rows)} of {len(self.rows)} "
+            f"public tests passed, {self.points:g} / {self.max_points:g} points"
+        )
 
     def __repr__(self) -> str:
         lines = [self.title()]
@@ -108,17 +114,27 @@ class CheckResult:
         body = "".join(
             f"<tr><td style='color:{'#2e7d32' if r.outcome == 'passed' else '#c62828'}'>{esc(r.outcome)}</td>"
             f"<td>{r.points:g} / {r.max_points:g}</td><td><code>{esc(r.test)}</code></td>"
-            f"<td><pre style='margin:0;white-space:pre-wrap'>{esc(r.message if r.outcome != 'passed' else '')}</pre></td></tr>"
-            for r in self.rows)
+            "<td><pre style='margin:0;white-space:pre-wrap'>"
+            f"{esc(r.message if r.outcome != 'passed' else '')}</pre></td></tr>"
+            for r in self.rows
+        )
         notes = "".join(f"<li>{esc(n)}</li>" for n in self.notes)
-        return (f"<div><b>{esc(self.title())}</b><table><tr><th>status</th><th>points</th><th>test</th>"
-                f"<th>message</th></tr>{body}</table>{f'<ul>{notes}</ul>' if notes else ''}</div>")
+        return (
+            f"<div><b>{esc(self.title())}</b><table><tr><th>status</th><th>points</th><th>test</th>"
+            f"<th>message</th></tr>{body}</table>{f'<ul>{notes}</ul>' if notes else ''}</div>"
+        )
 
 
 # -- check -----------------------------------------------------------------------------------------
 
-def check(question: str | None = None, *, submission: str | Path | None = None, module: str | None = None,
-          namespace: dict | None = None) -> CheckResult:
+
+def check(
+    question: str | None = None,
+    *,
+    submission: str | Path | None = None,
+    module: str | None = None,
+    namespace: dict | None = None,
+) -> CheckResult:
     """Run the public tests of ``question`` (all questions if None) and return what they found.
 
     ``submission``: the folder with the files (default: the handout folder). In a notebook, the
@@ -130,7 +146,9 @@ def check(question: str | None = None, *, submission: str | Path | None = None, 
     tests = [t for t in assignment.tests if is_public(t.test_id) and (question is None or t.question == question)]
     if not tests:
         known = sorted({t.question for t in assignment.tests if is_public(t.test_id)})
-        raise CheckError(f"{assignment.id} has no public tests for question {question!r} (questions: {', '.join(known)})")
+        raise CheckError(
+            f"{assignment.id} has no public tests for question {question!r} (questions: {', '.join(known)})"
+        )
     if namespace is None:
         namespace = _ipython_namespace()
     live = _live_module(assignment, namespace, module) if namespace is not None else None
@@ -139,9 +157,26 @@ def check(question: str | None = None, *, submission: str | Path | None = None, 
         args = [str(assignment.suite_dir / t.test_id.split("::")[0]) for t in tests]
         args = list(dict.fromkeys(args))
         selected = {t.test_id for t in tests}
-        args += ["-p", "grader.plugin", "-p", "no:cacheprovider", "-qq", "--no-header", "--assert=plain", "--import-mode=importlib", "--rootdir", str(assignment.suite_dir),
-                 "-c", os.devnull, "--submission", str(folder), "--lmgrade-assignment", assignment.id,
-                 "--lmgrade-outcomes", str(outcomes)]
+        args += [
+            "-p",
+            "grader.plugin",
+            "-p",
+            "no:cacheprovider",
+            "-qq",
+            "--no-header",
+            "--assert=plain",
+            "--import-mode=importlib",
+            "--rootdir",
+            str(assignment.suite_dir),
+            "-c",
+            os.devnull,
+            "--submission",
+            str(folder),
+            "--lmgrade-assignment",
+            assignment.id,
+            "--lmgrade-outcomes",
+            str(outcomes),
+        ]
         if live is not None:
             sys.modules[live[1].__name__] = live[1]
             args += ["--lmgrade-live", f"{live[0]}={live[1].__name__}"]
@@ -153,8 +188,11 @@ def check(question: str | None = None, *, submission: str | Path | None = None, 
         printed = io.StringIO()  # pytest's own report: the table below says it better
         with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
             code = pytest.main(args, plugins=[_Only(selected)])
-        events = [json.loads(line) for line in outcomes.read_text(encoding="utf-8").splitlines() if line] \
-            if outcomes.is_file() else []
+        events = (
+            [json.loads(line) for line in outcomes.read_text(encoding="utf-8").splitlines() if line]
+            if outcomes.is_file()
+            else []
+        )
     result = _result(assignment, question, tests, events, live)
     if code not in (0, 1, 5):  # pytest itself failed: show why
         result.notes.append("pytest stopped: " + " | ".join(printed.getvalue().strip().splitlines()[-5:]))
@@ -184,13 +222,22 @@ def _result(assignment: Assignment, question, tests, events, live) -> CheckResul
     notes = [e["text"] for e in events if e.get("event") == "note"]
     rows = []
     for spec in tests:
-        cases = [e for t, e in results.items() if t.split("[", 1)[0] == spec.test_id] or \
-            [{"outcome": "not run", "message": "this test did not run", "test": spec.test_id}]
+        cases = [e for t, e in results.items() if t.split("[", 1)[0] == spec.test_id] or [
+            {"outcome": "not run", "message": "this test did not run", "test": spec.test_id}
+        ]
         share = spec.points / len(cases)
         for e in cases:
             ok = e.get("outcome") == "passed"
-            rows.append(Row(e["test"], spec.question, e.get("outcome", "not run"), share if ok else 0.0, share,
-                            e.get("message", "")))
+            rows.append(
+                Row(
+                    e["test"],
+                    spec.question,
+                    e.get("outcome", "not run"),
+                    share if ok else 0.0,
+                    share,
+                    e.get("message", ""),
+                )
+            )
     result = CheckResult(assignment.id, question, rows, notes)
     if live is not None:
         result.notes.append(f"{live[2]}: checked as it is now in this notebook's kernel")
@@ -206,15 +253,19 @@ def _ipython_namespace() -> dict | None:
     return None if shell is None else shell.user_ns
 
 
-def _live_module(assignment: Assignment, namespace: dict, module: str | None) -> tuple[str, types.ModuleType, str] | None:
+def _live_module(
+    assignment: Assignment, namespace: dict, module: str | None
+) -> tuple[str, types.ModuleType, str] | None:
     """(alias, a module holding the notebook's definitions, its notebook's name), or None."""
-    candidates = {alias: names for alias, names in assignment.modules.items()
-                  if any(n.endswith(".ipynb") for n in names)}
+    candidates = {
+        alias: names for alias, names in assignment.modules.items() if any(n.endswith(".ipynb") for n in names)
+    }
     if not candidates:
         return None
     if module is not None:
-        alias = next((a for a, names in candidates.items()
-                      if module in (a, *(Path(n).stem for n in names), *names)), None)
+        alias = next(
+            (a for a, names in candidates.items() if module in (a, *(Path(n).stem for n in names), *names)), None
+        )
         if alias is None:
             raise CheckError(f"{module!r} is not a notebook of {assignment.id} ({', '.join(candidates)})")
     else:
@@ -284,6 +335,7 @@ class _kernel_state_kept:
 
 # -- export ----------------------------------------------------------------------------------------
 
+
 @dataclass
 class ExportResult:
     path: Path | None
@@ -317,8 +369,10 @@ def export(submission: str | Path | None = None, out: str | Path = "submission.z
         if here:
             files += here
             if len(here) > 1:
-                notes.append(f"both {' and '.join(here)} are here: the grader grades the one you changed; "
-                             "keep only the one you work in")
+                notes.append(
+                    f"both {' and '.join(here)} are here: the grader grades the one you changed; "
+                    "keep only the one you work in"
+                )
             continue
         near = difflib.get_close_matches(names[0], sorted(present), n=1, cutoff=0.6)
         required = any(n in assignment.files_required for n in names) or not assignment.files_required
@@ -338,6 +392,7 @@ def export(submission: str | Path | None = None, out: str | Path = "submission.z
 
 
 # -- command line ------------------------------------------------------------------------------------
+
 
 def main(argv: list[str] | None = None) -> int:
     import argparse

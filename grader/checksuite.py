@@ -10,7 +10,8 @@ One line per problem, each saying what to run or fix:
   from what the test code says, values that changed, a graded test with no evidence at all;
 * a rule forbids a name that does not exist (``torch.nn.functional.sofmax`` enforces nothing);
 * the student template is out of sync with the reference;
-* fewer mutants than the rubric's ``min_mutants`` (12 unless it says otherwise), and with ``mutants=True`` a mutant that keeps full marks or
+* fewer mutants than the rubric's ``min_mutants`` (12 unless it says otherwise), and with
+  ``mutants=True`` a mutant that keeps full marks or
   could keep them by rewriting its own test process (``evidence_score``).
 
 ``build-autograder`` and ``build-handout`` run it and refuse to build on failure; the project's
@@ -33,7 +34,6 @@ import numpy as np
 from grader.assignment import Assignment
 
 
-
 def check_suite(assignment: Assignment, *, record: bool = True, mutants: bool = False, jobs: int = 2) -> list[str]:
     """Every problem found, one line each (empty: the suite is consistent)."""
     from grader.template import check_template
@@ -49,13 +49,31 @@ def check_suite(assignment: Assignment, *, record: bool = True, mutants: bool = 
 
 # -- the rubric against the suite ----------------------------------------------------------------
 
+
 def collected_tests(assignment: Assignment) -> tuple[list[str], str]:
     """The suite's test ids (relative to the suite), and pytest's output if collection failed."""
     out = subprocess.run(
-        [sys.executable, "-m", "pytest", str(assignment.suite_dir), "--collect-only", "-q", "-p", "grader.plugin",
-         "-p", "no:cacheprovider", "--import-mode=importlib", "--rootdir", str(assignment.suite_dir),
-         "-c", "/dev/null"],
-        capture_output=True, text=True, cwd=assignment.suite_dir, check=False,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(assignment.suite_dir),
+            "--collect-only",
+            "-q",
+            "-p",
+            "grader.plugin",
+            "-p",
+            "no:cacheprovider",
+            "--import-mode=importlib",
+            "--rootdir",
+            str(assignment.suite_dir),
+            "-c",
+            "/dev/null",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=assignment.suite_dir,
+        check=False,
     )
     ids = [line.strip() for line in out.stdout.splitlines() if "::" in line and not line.startswith(" ")]
     return ids, "" if out.returncode in (0, 5) and ids else (out.stdout + out.stderr)[-1500:]
@@ -67,14 +85,18 @@ def rubric_problems(assignment: Assignment) -> list[str]:
         return [f"the suite could not be collected: {error.strip().splitlines()[-1] if error.strip() else '?'}"]
     bases = {t.split("[", 1)[0] for t in collected}
     listed = {t.test_id: t for t in assignment.tests}
-    out = [f"{t} is collected but no question lists it (add it to assignment.yaml, with 0 points if "
-           "it earns none)" for t in sorted(bases - set(listed))]
-    out += [f"question {listed[t].question} lists {t}, which the suite does not define"
-            for t in sorted(set(listed) - bases)]
+    out = [
+        f"{t} is collected but no question lists it (add it to assignment.yaml, with 0 points if it earns none)"
+        for t in sorted(bases - set(listed))
+    ]
+    out += [
+        f"question {listed[t].question} lists {t}, which the suite does not define" for t in sorted(set(listed) - bases)
+    ]
     return out
 
 
 # -- rules -------------------------------------------------------------------------------------
+
 
 def rule_name_problems(assignment: Assignment) -> list[str]:
     from grader.rules import UnknownOperation, expand
@@ -171,9 +193,14 @@ def compare_snapshot_trees(assignment: Assignment, stored_root: Path, fresh_root
         for test in sorted(set(s_tests) | set(f_tests)):
             s_keys, f_keys = s_tests.get(test, {}), f_tests.get(test, {})
             found = [f"the suite sends `{key}`, which was never recorded" for key in sorted(set(f_keys) - set(s_keys))]
-            found += [f"`{key}` is recorded but the suite no longer sends it" for key in sorted(set(s_keys) - set(f_keys))]
-            found += [f"`{key}`: {p}" for key in sorted(set(s_keys) & set(f_keys))
-                      for p in _entry_differences(s_keys[key], f_keys[key])]
+            found += [
+                f"`{key}` is recorded but the suite no longer sends it" for key in sorted(set(s_keys) - set(f_keys))
+            ]
+            found += [
+                f"`{key}`: {p}"
+                for key in sorted(set(s_keys) & set(f_keys))
+                for p in _entry_differences(s_keys[key], f_keys[key])
+            ]
             for problem in found:
                 if (test, problem) in said:
                     continue
@@ -186,18 +213,28 @@ def compare_snapshot_trees(assignment: Assignment, stored_root: Path, fresh_root
             continue
         cases = [t for t in evidence if t == spec.test_id or t.startswith(spec.test_id + "[")]
         if not cases or not all(evidence[t] for t in cases):
-            out.append(f"{spec.test_id} ({spec.points:g} points) sends no value the grader can check, so it "
-                       "earns nothing: add snapshot.check or snapshot.judge (docs/engine.md)")
+            out.append(
+                f"{spec.test_id} ({spec.points:g} points) sends no value the grader can check, so it "
+                "earns nothing: add snapshot.check or snapshot.judge (docs/engine.md)"
+            )
     return out
 
 
 def _entry_differences(stored: dict, fresh: dict) -> list[str]:
     out = []
-    for field, what in (("rtol", "rtol"), ("atol", "atol"), ("hint", "hint"), ("rule", "rule"),
-                        ("params", "rule parameters"), ("dtypes", "accepted dtypes")):
+    for field, what in (
+        ("rtol", "rtol"),
+        ("atol", "atol"),
+        ("hint", "hint"),
+        ("rule", "rule"),
+        ("params", "rule parameters"),
+        ("dtypes", "accepted dtypes"),
+    ):
         if stored["meta"].get(field) != fresh["meta"].get(field):
-            out.append(f"the test code says {what} {fresh['meta'].get(field)!r}, the snapshot holds "
-                       f"{stored['meta'].get(field)!r}")
+            out.append(
+                f"the test code says {what} {fresh['meta'].get(field)!r}, the snapshot holds "
+                f"{stored['meta'].get(field)!r}"
+            )
     if _mask_of(stored) != _mask_of(fresh):
         out.append("the test code's mask differs from the recorded one")
     if not _same_values(stored, fresh):
@@ -239,19 +276,24 @@ def _load_tree(root: Path) -> dict:
 
 # -- mutants -------------------------------------------------------------------------------------
 
+
 def mutant_problems(assignment: Assignment, *, grade_them: bool, jobs: int = 2) -> list[str]:
     from grader.mutants import grade_mutants, list_mutants
 
     names = list_mutants(assignment)
     out = []
     if len(names) < assignment.min_mutants:
-        out.append(f"{len(names)} mutants (the minimum is {assignment.min_mutants}): add known-buggy submissions to "
-                   f"{assignment.mutants_file.relative_to(assignment.root).as_posix()}")
+        out.append(
+            f"{len(names)} mutants (the minimum is {assignment.min_mutants}): add known-buggy submissions to "
+            f"{assignment.mutants_file.relative_to(assignment.root).as_posix()}"
+        )
     if grade_them:
         for result in grade_mutants(assignment, jobs=jobs):
             if result.score >= result.max_score:
                 out.append(f"mutant {result.name} keeps full marks ({result.description})")
             elif result.report.evidence_score >= result.max_score:
-                out.append(f"mutant {result.name} would keep full marks by reporting every test as passed: "
-                           "some of its failures are decided only inside the test process")
+                out.append(
+                    f"mutant {result.name} would keep full marks by reporting every test as passed: "
+                    "some of its failures are decided only inside the test process"
+                )
     return out

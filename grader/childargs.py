@@ -25,20 +25,30 @@ class Flag:
 
 
 FLAGS: dict[str, Flag] = {
-    "submission": Flag("--submission", "folder of the submission under test (the files the handout names)",
-                       aliases=("--lmgrade-submission",)),
-    "assignment": Flag("--lmgrade-assignment", "assignment id (default: the assignment.yaml above the collected tests)"),
-    "record": Flag("--lmgrade-record", "record snapshots from the submission (the reference) as this variant",
-                   metavar="VARIANT"),
+    "submission": Flag(
+        "--submission",
+        "folder of the submission under test (the files the handout names)",
+        aliases=("--lmgrade-submission",),
+    ),
+    "assignment": Flag(
+        "--lmgrade-assignment", "assignment id (default: the assignment.yaml above the collected tests)"
+    ),
+    "record": Flag(
+        "--lmgrade-record", "record snapshots from the submission (the reference) as this variant", metavar="VARIANT"
+    ),
     "snapshots": Flag("--lmgrade-snapshots", "snapshot folder (default: fixtures/<id>/snapshots)"),
     "outcomes": Flag("--lmgrade-outcomes", "append one JSON line per test event to this file (`lmgrade record`)"),
     "oracle": Flag("--lmgrade-oracle", "WRITE_FD,READ_FD of the grading parent's channel (`lmgrade grade`)"),
     "config": Flag("--lmgrade-config", "the test process's view of the rubric, as JSON (`lmgrade grade`)"),
     "staged": Flag("--lmgrade-staged", "the submission folder is already staged (by `lmgrade grade`)", switch=True),
-    "live": Flag("--lmgrade-live", "ALIAS=MODULE: grade this already-imported module for that alias "
-                 "(a notebook's live namespace, `lmgrade.check`)"),
-    "device": Flag("--lmgrade-device", "device for tests that build models (cpu or cuda)", choices=("cpu", "cuda"),
-                   default="cpu"),
+    "live": Flag(
+        "--lmgrade-live",
+        "ALIAS=MODULE: grade this already-imported module for that alias "
+        "(a notebook's live namespace, `lmgrade.check`)",
+    ),
+    "device": Flag(
+        "--lmgrade-device", "device for tests that build models (cpu or cuda)", choices=("cpu", "cuda"), default="cpu"
+    ),
 }
 
 

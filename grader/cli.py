@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 import json
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -21,8 +21,15 @@ from grader.assignment import RubricError, list_assignments, load_assignment
 console = Console(highlight=False, width=max(120, shutil.get_terminal_size((120, 24)).columns))
 err_console = Console(stderr=True, highlight=False)
 
-STATUS_STYLE = {"passed": "green", "failed": "red", "error": "red", "timeout": "magenta",
-                "crashed": "magenta", "skipped": "yellow", "not run": "yellow"}
+STATUS_STYLE = {
+    "passed": "green",
+    "failed": "red",
+    "error": "red",
+    "timeout": "magenta",
+    "crashed": "magenta",
+    "skipped": "yellow",
+    "not run": "yellow",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,9 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", type=Path, help="write Gradescope's results.json here")
     p.add_argument("--json", action="store_true", help="print results.json to stdout instead of a table")
     p.add_argument("--timeout", type=float, help="per-test timeout in seconds (default: the rubric's)")
-    p.add_argument("--time-budget", type=float, metavar="SECONDS", default=None,
-                   help="wall-clock limit for the whole run; tests not finished by then score 0 "
-                        "(default 1800; 0: none)")
+    p.add_argument(
+        "--time-budget",
+        type=float,
+        metavar="SECONDS",
+        default=None,
+        help="wall-clock limit for the whole run; tests not finished by then score 0 (default 1800; 0: none)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="show every test, passed ones too")
     p.set_defaults(func=cmd_grade)
 
@@ -93,12 +104,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_template)
 
     p = sub.add_parser(
-        "check-suite", help="find a suite's authoring mistakes: rubric, snapshots, rules, template, mutants",
+        "check-suite",
+        help="find a suite's authoring mistakes: rubric, snapshots, rules, template, mutants",
         description="One line per problem: tests missing from the rubric or rubric lines naming no test; "
-                    "snapshot keys sent but not recorded, recorded but not sent, tolerances/masks/hints/rules "
-                    "that differ from the test code (the reference is recorded afresh into a temporary "
-                    "folder to compare); unknown forbidden names; a stale template; too few mutants. "
-                    "Exit 1 if anything is found.")
+        "snapshot keys sent but not recorded, recorded but not sent, tolerances/masks/hints/rules "
+        "that differ from the test code (the reference is recorded afresh into a temporary "
+        "folder to compare); unknown forbidden names; a stale template; too few mutants. "
+        "Exit 1 if anything is found.",
+    )
     p.add_argument("assignment", nargs="?", help="assignment id (default: all)")
     p.add_argument("--mutants", action="store_true", help="also grade every mutant: each must lose points")
     p.add_argument("--no-record", action="store_true", help="skip the fresh recording (faster, checks less)")
@@ -131,7 +144,7 @@ def _declared_commands() -> list[str]:
     for aid in list_assignments():
         try:
             out += load_assignment(aid, check_lock=False).tools.get("commands", ())
-        except Exception:  # noqa: BLE001 - a broken rubric is reported by the verb that uses it
+        except Exception:
             continue
     return list(dict.fromkeys(out))
 
@@ -153,6 +166,7 @@ def _add_optional_parsers(sub) -> None:
 
 # -- grade ------------------------------------------------------------------------------------
 
+
 def cmd_grade(args) -> int:
     from grader.results import build_results
     from grader.runner import grade
@@ -164,8 +178,14 @@ def cmd_grade(args) -> int:
             err_console.print(f"[red]error:[/red] {problem}")
             return 2
         with console.status(f"grading {args.submission} ({len(assignment.tests)} tests)...", spinner="dots"):
-            report = grade(assignment, folder, results_path=args.results, timeout=args.timeout,
-                           budget=args.time_budget, label=str(args.submission))
+            report = grade(
+                assignment,
+                folder,
+                results_path=args.results,
+                timeout=args.timeout,
+                budget=args.time_budget,
+                label=str(args.submission),
+            )
     if args.json:
         print(json.dumps(build_results(report), indent=2))  # noqa: T201
         return 0
@@ -212,8 +232,13 @@ def print_report(report, verbose: bool = False) -> None:
         if t.passed and not verbose:
             continue
         style = STATUS_STYLE.get(t.outcome, "white")
-        table.add_row(t.question, t.test_id, f"[{style}]{t.outcome}[/{style}]", f"{t.score:g}/{t.max_score:g}",
-                      t.message.splitlines()[0][:300] if t.message else "")
+        table.add_row(
+            t.question,
+            t.test_id,
+            f"[{style}]{t.outcome}[/{style}]",
+            f"{t.score:g}/{t.max_score:g}",
+            t.message.splitlines()[0][:300] if t.message else "",
+        )
     if table.row_count:
         console.print(table)
     summary = Table(title="score by question")
@@ -225,11 +250,14 @@ def print_report(report, verbose: bool = False) -> None:
         summary.add_row(q.number, q.name, f"{got:g}/{q.points:g}")
     console.print(summary)
     passed = sum(t.passed for t in report.tests)
-    console.print(f"[bold]Score: {report.score:g} / {report.max_score:g}[/bold] "
-                  f"({passed} of {len(report.tests)} tests passed, {report.execution_time:.1f} s)")
+    console.print(
+        f"[bold]Score: {report.score:g} / {report.max_score:g}[/bold] "
+        f"({passed} of {len(report.tests)} tests passed, {report.execution_time:.1f} s)"
+    )
 
 
 # -- record / template ------------------------------------------------------------------------
+
 
 def cmd_record(args) -> int:
     from grader.record import RecordError, record
@@ -285,6 +313,7 @@ def cmd_template(args) -> int:
 
 # -- mutants / demo ---------------------------------------------------------------------------
 
+
 def cmd_mutants(args) -> int:
     from grader.mutants import grade_mutants
     from grader.results import write_json_atomic
@@ -315,7 +344,9 @@ def cmd_mutants(args) -> int:
 def cmd_demo(args) -> int:
     from grader.demo import run_demo
 
-    return run_demo(args.assignments or list_assignments(), args.out, n_mutants=args.mutants, jobs=args.jobs, console=console)
+    return run_demo(
+        args.assignments or list_assignments(), args.out, n_mutants=args.mutants, jobs=args.jobs, console=console
+    )
 
 
 def cmd_list(args) -> int:
@@ -330,9 +361,11 @@ def cmd_list(args) -> int:
         share = f"{checked:g} ({100 * checked / a.total_points:.0f}%)" if a.total_points else "-"
         table.add_row(aid, a.title, f"{a.total_points:g}", str(len(a.tests)), share)
     console.print(table)
-    console.print("parent-decided: points of tests the grading parent judges itself, from values it compares "
-                  "or rules it applies to what the test sent; the rest are listed as child_judged in the "
-                  "rubric (docs/security.md)")
+    console.print(
+        "parent-decided: points of tests the grading parent judges itself, from values it compares "
+        "or rules it applies to what the test sent; the rest are listed as child_judged in the "
+        "rubric (docs/security.md)"
+    )
     return 0
 
 

@@ -31,12 +31,8 @@ def add_parsers(subparsers) -> None:
         epilog="examples:\n  lmgrade env --all\n  lmgrade env lock duke_ece661_hw3\n\n"
         f"{ENV_VAR}=current runs the tests in lmgrade's own interpreter instead (developers only).",
     )
-    p.add_argument(
-        "ids", nargs="*", metavar="[lock] ID", help="assignment ids, after `lock` to re-lock them"
-    )
-    p.add_argument(
-        "--all", action="store_true", help="every assignment that declares an environment"
-    )
+    p.add_argument("ids", nargs="*", metavar="[lock] ID", help="assignment ids, after `lock` to re-lock them")
+    p.add_argument("--all", action="store_true", help="every assignment that declares an environment")
     p.add_argument("-q", "--quiet", action="store_true", help="print only what is built (no table)")
     p.set_defaults(func=cmd_env)
 
@@ -66,8 +62,7 @@ def cmd_env(args) -> int:
         if relock:
             pins = lock_environment(a.environment, _cli_progress(err))
             console.print(
-                f"{a.id}: wrote {a.environment.lock_path} ({len(pins)} pins) "
-                f"in {time.time() - started:.0f} s"
+                f"{a.id}: wrote {a.environment.lock_path} ({len(pins)} pins) in {time.time() - started:.0f} s"
             )
             a = load_assignment(a.id)
         ensure_environment(a, _cli_progress(err))

@@ -49,9 +49,7 @@ class ClusterOptions:
     mem_gb: float | None = None
     gpus_per_node: int | None = None
     array_parallelism: int | None = None
-    extra: dict[str, str] = field(
-        default_factory=dict
-    )  # more #SBATCH options: {"account": "cs123"}
+    extra: dict[str, str] = field(default_factory=dict)  # more #SBATCH options: {"account": "cs123"}
 
     @property
     def on_cluster(self) -> bool:
@@ -76,16 +74,12 @@ def add_arguments(parser, *, gpus: bool = False) -> None:
         help="array tasks with --executor slurm/submitit-local (default: 2)",
     )
     group.add_argument("--partition", help="Slurm partition")
-    group.add_argument(
-        "--timeout-min", type=int, metavar="MIN", help="time limit per task, in minutes"
-    )
+    group.add_argument("--timeout-min", type=int, metavar="MIN", help="time limit per task, in minutes")
     group.add_argument("--cpus-per-task", type=int, metavar="N", help="CPUs per task")
     group.add_argument("--mem-gb", type=float, metavar="GB", help="memory per task")
     if gpus:
         group.add_argument("--gpus-per-node", type=int, metavar="N", help="GPUs per task")
-    group.add_argument(
-        "--array-parallelism", type=int, metavar="N", help="tasks running at once (Slurm's %%N)"
-    )
+    group.add_argument("--array-parallelism", type=int, metavar="N", help="tasks running at once (Slurm's %%N)")
     group.add_argument(
         "--slurm",
         action="append",
@@ -101,9 +95,7 @@ def options_from_args(args) -> ClusterOptions:
     if shards < 1:
         raise ValueError(f"--shards must be at least 1 (got {shards})")
     if args.shards is not None and args.executor == "local":
-        raise ValueError(
-            "--shards needs --executor slurm or submitit-local (the local executor is one process)"
-        )
+        raise ValueError("--shards needs --executor slurm or submitit-local (the local executor is one process)")
     extra = {}
     for item in args.slurm:
         key, sep, value = item.partition("=")
@@ -131,12 +123,9 @@ def make_executor(options: ClusterOptions, folder: Path, name: str):
         import submitit
     except ImportError as err:
         raise ClusterError(
-            "--executor slurm needs submitit: pip install 'lmgrade[tools]' "
-            "(or pip install submitit)"
+            "--executor slurm needs submitit: pip install 'lmgrade[tools]' (or pip install submitit)"
         ) from err
-    cluster = (
-        "local" if options.executor == "submitit-local" else os.environ.get(CLUSTER_VAR) or "slurm"
-    )
+    cluster = "local" if options.executor == "submitit-local" else os.environ.get(CLUSTER_VAR) or "slurm"
     try:
         executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
     except Exception as err:
@@ -151,7 +140,7 @@ def make_executor(options: ClusterOptions, folder: Path, name: str):
         ("slurm_array_parallelism", options.array_parallelism),
     ):
         if value is not None:
-            params[key] = value
+            params[key] = value  # noqa: PERF403 - the pairs read as a table of Slurm settings
     if options.extra:
         params["slurm_additional_parameters"] = dict(options.extra)
     executor.update_parameters(**params)
@@ -201,9 +190,7 @@ def run_array(
         if not pending:
             return results
         if console is not None and attempt < RETRIES:
-            console.print(
-                f"[yellow]{len(pending)} task(s) failed; submitting them once more[/yellow]"
-            )
+            console.print(f"[yellow]{len(pending)} task(s) failed; submitting them once more[/yellow]")
     raise ClusterError(
         f"{len(failures)} of {len(tasks)} tasks failed twice (logs in {folder}): "
         + "; ".join(failures[i] for i in sorted(failures))
@@ -214,15 +201,13 @@ def _error(job) -> str | None:
     """None if the job succeeded, else the last line of why it did not."""
     try:
         exc = job.exception()
-    except Exception as err:  # noqa: BLE001 - a job that vanished (cancelled, node lost)
+    except Exception as err:
         return f"{type(err).__name__}: {str(err).strip().splitlines()[-1:] or ''}"
     if exc is None:
         return None
     # submitit's message is the task's traceback then the log paths: the exception line says why
     lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
-    raised = [
-        ln for ln in lines if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b", ln)
-    ]
+    raised = [ln for ln in lines if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b", ln)]
     logs = [ln.lstrip("- ") for ln in lines if ln.endswith((".err", ".out"))]
     why = raised[-1] if raised else lines[0] if lines else type(exc).__name__
     return why[:300] + (f" (log: {logs[-1]})" if logs else "")

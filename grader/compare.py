@@ -83,7 +83,11 @@ class _Ctx:
             if et == "str" and act["v"] != exp["v"]:
                 got = _short(act["v"])
                 msg = f"{path}: got the string {got}"
-                msg += f", expected {_short(exp['v'])}" if self.reveal else f" (length {len(act['v'])}), which differs from the expected string (length {len(exp['v'])})"
+                msg += (
+                    f", expected {_short(exp['v'])}"
+                    if self.reveal
+                    else f" (length {len(act['v'])}), which differs from the expected string (length {len(exp['v'])})"
+                )
                 return self.fail(msg)
             return None
         return self.fail(f"{path}: snapshot holds an unknown kind {et!r}; re-record the snapshots")
@@ -147,8 +151,13 @@ class _Ctx:
         if n_bad == 0:
             return None
         n = int(sel.sum())
-        flat = int(np.argmax(np.where(bad, np.abs(got.astype(np.float64) - want.astype(np.float64)), -1).ravel()
-                             if ek == "floating-point" else bad.ravel()))
+        flat = int(
+            np.argmax(
+                np.where(bad, np.abs(got.astype(np.float64) - want.astype(np.float64)), -1).ravel()
+                if ek == "floating-point"
+                else bad.ravel()
+            )
+        )
         where = list(np.unravel_index(flat, want.shape)) if want.ndim else []
         where_s = "[" + ", ".join(str(int(i)) for i in where) + "]"
         if ek == "floating-point" and self.reveal:
@@ -168,12 +177,16 @@ class _Ctx:
             # much: an error magnitude, asked about one entry at a time, spells out the expected
             # values. NaN and inf count as differing wherever the reference is finite.
             first = int(np.argmax(bad.ravel()))
-            where_s = "[" + ", ".join(str(int(i)) for i in np.unravel_index(first, want.shape)) + "]" \
-                if want.ndim else "[]"
-            msg = (f"{path}: values differ at {n_bad} of {n} entries ({100.0 * n_bad / max(n, 1):.1f}%), "
-                   f"first at {where_s} (tolerance {self.tol})")
+            where_s = (
+                "[" + ", ".join(str(int(i)) for i in np.unravel_index(first, want.shape)) + "]" if want.ndim else "[]"
+            )
+            msg = (
+                f"{path}: values differ at {n_bad} of {n} entries ({100.0 * n_bad / max(n, 1):.1f}%), "
+                f"first at {where_s} (tolerance {self.tol})"
+            )
         else:
-            msg = f"{path}: values differ at {n_bad} of {n} entries ({100.0 * n_bad / max(n, 1):.1f}%), first at {where_s}"
+            share = 100.0 * n_bad / max(n, 1)
+            msg = f"{path}: values differ at {n_bad} of {n} entries ({share:.1f}%), first at {where_s}"
         if self.reveal:
             g = got[tuple(where)] if want.ndim else got[()]
             w = want[tuple(where)] if want.ndim else want[()]
@@ -184,7 +197,9 @@ class _Ctx:
 def _close(got: np.ndarray, want: np.ndarray, tol: Tolerance) -> np.ndarray:
     with np.errstate(invalid="ignore", over="ignore"):
         close = np.abs(got - want) <= tol.atol + tol.rtol * np.abs(want)
-    same_nonfinite = (np.isnan(got) & np.isnan(want)) | (np.isinf(got) & np.isinf(want) & (np.sign(got) == np.sign(want)))
+    same_nonfinite = (np.isnan(got) & np.isnan(want)) | (
+        np.isinf(got) & np.isinf(want) & (np.sign(got) == np.sign(want))
+    )
     return close | same_nonfinite
 
 

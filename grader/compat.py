@@ -48,8 +48,9 @@ CUDA_NOTE_CPU_RUN = "your code asked for CUDA; these tests run on the CPU, so it
 _state: dict = {"note": None, "cuda_mode": None}
 
 
-def prepare(assignment, *, cuda: list[str] = (), device: str = "cpu",
-            note: Callable[[str], None] | None = None) -> None:
+def prepare(
+    assignment, *, cuda: list[str] = (), device: str = "cpu", note: Callable[[str], None] | None = None
+) -> None:
     """Set up the test process before any student code runs (see the module docstring).
 
     ``cuda``: where the student's code asks for CUDA (``StagedSubmission.cuda``); ``note``
@@ -75,6 +76,7 @@ def after_import() -> None:
 
 # -- data shipped with the assignment ---------------------------------------------------------
 
+
 def _apply_data_env(assignment) -> None:
     for var, rel in (getattr(assignment, "data_env", None) or {}).items():
         path = str((assignment.fixtures_dir / rel).resolve())
@@ -88,8 +90,18 @@ def _apply_data_env(assignment) -> None:
 
 # -- nltk: downloads that never reach the network ---------------------------------------------
 
-NLTK_RESOURCE_DIRS = ("corpora", "tokenizers", "taggers", "chunkers", "sentiment", "stemmers",
-                      "misc", "models", "grammars", "help")
+NLTK_RESOURCE_DIRS = (
+    "corpora",
+    "tokenizers",
+    "taggers",
+    "chunkers",
+    "sentiment",
+    "stemmers",
+    "misc",
+    "models",
+    "grammars",
+    "help",
+)
 # nltk >= 3.8.2 tokenizes with punkt_tab; a course's `nltk.download("punkt")` meant that model.
 NLTK_ALIASES = {"punkt": ("tokenizers/punkt_tab/english/",)}
 
@@ -119,9 +131,18 @@ def _nltk_has(resource: str) -> bool:
     return False
 
 
-def _offline_download(self, info_or_id=None, download_dir=None, quiet=False, force=False,
-                      prefix="[nltk_data] ", halt_on_error=True, raise_on_error=False,
-                      print_error_to=sys.stderr, **_ignored):
+def _offline_download(
+    self,
+    info_or_id=None,
+    download_dir=None,
+    quiet=False,
+    force=False,
+    prefix="[nltk_data] ",
+    halt_on_error=True,
+    raise_on_error=False,
+    print_error_to=sys.stderr,
+    **_ignored,
+):
     """``nltk.download`` without a network: True if every resource asked for is present."""
     ids = info_or_id if isinstance(info_or_id, (list, tuple)) else [info_or_id]
     for item in ids:
@@ -131,8 +152,10 @@ def _offline_download(self, info_or_id=None, download_dir=None, quiet=False, for
                 print(f"{prefix}Package {resource} is already up-to-date!", file=print_error_to)
             continue
         what = "the interactive downloader" if resource is None else repr(resource)
-        message = (f"Error loading {what}: this grader has no network; only the NLTK data "
-                   "shipped with the assignment is available")
+        message = (
+            f"Error loading {what}: this grader has no network; only the NLTK data "
+            "shipped with the assignment is available"
+        )
         print(prefix + message, file=print_error_to)
         if raise_on_error:
             raise ValueError(message)
@@ -190,6 +213,7 @@ def _after_module_import(name: str, callback: Callable[[ModuleType], None]) -> N
 
 # -- wandb -------------------------------------------------------------------------------------
 
+
 def _ensure_wandb_run() -> None:
     wandb = sys.modules.get("wandb")  # only if the student's code imported it
     if wandb is None or getattr(wandb, "run", None) is not None:
@@ -199,7 +223,7 @@ def _ensure_wandb_run() -> None:
         return
     try:
         init(mode="disabled")
-    except Exception:  # noqa: BLE001 - a broken wandb must fail the student's own call, not ours
+    except Exception:
         return
 
 
@@ -208,9 +232,23 @@ def _ensure_wandb_run() -> None:
 _CUDA_WORD = re.compile(r"\bcuda\b")
 _CUDA_DEVICE = re.compile(r"^cuda(:\d+)?$")
 # torch.cuda functions that fail without a GPU (is_available, manual_seed, empty_cache do not)
-CUDA_ONLY_CALLS = frozenset({"synchronize", "set_device", "current_device", "get_device_name",
-                             "get_device_properties", "get_device_capability", "Stream", "Event",
-                             "stream", "device", "mem_get_info", "set_stream", "current_stream"})
+CUDA_ONLY_CALLS = frozenset(
+    {
+        "synchronize",
+        "set_device",
+        "current_device",
+        "get_device_name",
+        "get_device_properties",
+        "get_device_capability",
+        "Stream",
+        "Event",
+        "stream",
+        "device",
+        "mem_get_info",
+        "set_stream",
+        "current_stream",
+    }
+)
 
 
 def cuda_requests(files: dict[str, Path], template_dir: Path | None = None) -> list[tuple[str, int]]:
@@ -263,8 +301,9 @@ def _tree_requests_cuda(tree: ast.AST) -> list[int]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
             owner = node.func.value
-            if node.func.attr == "cuda" or (isinstance(owner, ast.Attribute) and owner.attr == "cuda"
-                                            and node.func.attr in CUDA_ONLY_CALLS):
+            if node.func.attr == "cuda" or (
+                isinstance(owner, ast.Attribute) and owner.attr == "cuda" and node.func.attr in CUDA_ONLY_CALLS
+            ):
                 lines.append(node.lineno)
         elif _device_string(node) and not _guarded(node, parents):
             lines.append(node.lineno)
@@ -272,11 +311,15 @@ def _tree_requests_cuda(tree: ast.AST) -> list[int]:
 
 
 def _device_string(node: ast.AST) -> bool:
-    """"cuda", "cuda:0" or f"cuda:{rank}"."""
+    """ "cuda", "cuda:0" or f"cuda:{rank}"."""
     if isinstance(node, ast.Constant):
         return isinstance(node.value, str) and bool(_CUDA_DEVICE.match(node.value))
-    return isinstance(node, ast.JoinedStr) and bool(node.values) \
-        and isinstance(node.values[0], ast.Constant) and str(node.values[0].value).startswith("cuda:")
+    return (
+        isinstance(node, ast.JoinedStr)
+        and bool(node.values)
+        and isinstance(node.values[0], ast.Constant)
+        and str(node.values[0].value).startswith("cuda:")
+    )
 
 
 def _guarded(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> bool:
@@ -285,8 +328,11 @@ def _guarded(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> bool:
     while parent is not None:
         if isinstance(parent, ast.Compare):
             return True
-        if isinstance(parent, ast.IfExp) and child is not parent.test \
-                and re.search(r"is_available|device_count", ast.dump(parent.test)):
+        if (
+            isinstance(parent, ast.IfExp)
+            and child is not parent.test
+            and re.search(r"is_available|device_count", ast.dump(parent.test))
+        ):
             return True
         if isinstance(parent, ast.keyword) and parent.arg in ("choices", "device_type"):
             return True
@@ -342,9 +388,10 @@ def _enable_cpu_for_cuda() -> None:
                 if _is_cuda(target) or (isinstance(target, int) and not isinstance(target, bool)):
                     args = (args[0], cpu, *args[2:])
                     tell()
-            elif func is tensor_type and len(args) > 1 and isinstance(args[1], str) \
-                    and args[1].startswith("torch.cuda."):
-                args = (args[0], "torch." + args[1][len("torch.cuda."):], *args[2:])
+            elif (
+                func is tensor_type and len(args) > 1 and isinstance(args[1], str) and args[1].startswith("torch.cuda.")
+            ):
+                args = (args[0], "torch." + args[1][len("torch.cuda.") :], *args[2:])
                 tell()
             return func(*args, **kwargs)
 

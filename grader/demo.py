@@ -17,6 +17,7 @@ from grader.assignment import load_assignment
 from grader.mutants import grade_mutant, list_mutants
 from grader.runner import grade
 
+
 def mutant_label(label: str) -> bool:
     return label.startswith("mutant ")
 
@@ -30,8 +31,10 @@ def run_demo(assignment_ids: list[str], out: Path, *, n_mutants: int, jobs: int,
     status = 0
     for aid in assignment_ids:
         assignment = load_assignment(aid)
-        subjects = [("reference", assignment.reference_dir, None, ""),
-                    ("template", assignment.template_dir, None, "untouched student template")]
+        subjects = [
+            ("reference", assignment.reference_dir, None, ""),
+            ("template", assignment.template_dir, None, "untouched student template"),
+        ]
         for m in list_mutants(assignment)[:n_mutants]:
             subjects.append((f"mutant {m.name}", None, m, m.why))
 
@@ -42,8 +45,10 @@ def run_demo(assignment_ids: list[str], out: Path, *, n_mutants: int, jobs: int,
                 return grade_mutant(assignment, mutant, results_path=results, label=label).report
             return grade(assignment, folder, results_path=results, label=label, warm=True)
 
-        with console.status(f"{aid}: grading {len(subjects)} submissions...", spinner="dots"), \
-                ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        with (
+            console.status(f"{aid}: grading {len(subjects)} submissions...", spinner="dots"),
+            ThreadPoolExecutor(max_workers=max(1, jobs)) as pool,
+        ):
             reports = list(pool.map(run, subjects))
         for (label, _, _, note), report in zip(subjects, reports):
             passed = sum(t.passed for t in report.tests)

@@ -66,10 +66,7 @@ CACHE_VAR = "LMGRADE_ENV_CACHE"  # where environments are built (default .lmgrad
 # an index serving the CPU build of torch (default: pip's own configuration, as `make install`)
 TORCH_INDEX_VAR = "LMGRADE_TORCH_INDEX"
 MARKER = "lmgrade-environment.json"  # written last: an environment without it is unfinished
-BOOTSTRAP = (
-    "import sys; sys.path.insert(0, sys.argv.pop(1)); import pytest; "
-    "raise SystemExit(pytest.main())"
-)
+BOOTSTRAP = "import sys; sys.path.insert(0, sys.argv.pop(1)); import pytest; raise SystemExit(pytest.main())"
 PIP_TIMEOUT = 1800  # seconds for one pip command (a fresh machine downloads ~1 GB)
 
 Progress = Callable[[str], None]
@@ -100,8 +97,7 @@ class Environment:
         """Cache key: the lock's pins (not its comments) and the Python version."""
         if self.pins is None:
             raise CourseEnvError(
-                f"{self.assignment_id} has no {self.lock_path}: "
-                f"run `lmgrade env lock {self.assignment_id}`"
+                f"{self.assignment_id} has no {self.lock_path}: run `lmgrade env lock {self.assignment_id}`"
             )
         return environment_key(self.pins, self.python)
 
@@ -127,27 +123,19 @@ def parse_environment(
         raise TypeError(f"{where}: 'environment' must be a mapping with 'python' and 'packages'")
     unknown = set(data) - {"python", "course_python", "packages"}
     if unknown:
-        raise ValueError(
-            f"{where}: unknown field(s) in 'environment': {', '.join(sorted(unknown))}"
-        )
+        raise ValueError(f"{where}: unknown field(s) in 'environment': {', '.join(sorted(unknown))}")
     python = str(data.get("python", ""))
     if not re.fullmatch(r"3\.\d+", python):
-        raise ValueError(
-            f'{where}: environment.python must be a Python version such as "3.11" (got {python!r})'
-        )
+        raise ValueError(f'{where}: environment.python must be a Python version such as "3.11" (got {python!r})')
     packages = data.get("packages") or []
     if not isinstance(packages, list) or not all(isinstance(p, str) for p in packages):
-        raise ValueError(
-            f"{where}: environment.packages must be a list of requirements (name and version range)"
-        )
+        raise ValueError(f"{where}: environment.packages must be a list of requirements (name and version range)")
     seen: set[str] = set()
     for text in packages:
         try:
             req = Requirement(text)
         except InvalidRequirement as err:
-            raise ValueError(
-                f"{where}: environment.packages: {text!r} is not a requirement: {err}"
-            ) from None
+            raise ValueError(f"{where}: environment.packages: {text!r} is not a requirement: {err}") from None
         name = canonical(req.name)
         if name in seen:
             raise ValueError(f"{where}: environment.packages lists {req.name} twice")
@@ -191,9 +179,7 @@ def read_lock(path: Path) -> dict[str, str]:
             continue
         match = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([0-9][0-9A-Za-z.!+_-]*)", line)
         if not match:
-            raise ValueError(
-                f"{path}, line {number}: {raw.strip()!r} is not an exact `name==version` pin"
-            )
+            raise ValueError(f"{path}, line {number}: {raw.strip()!r} is not an exact `name==version` pin")
         name = canonical(match.group(1))
         if name in pins:
             raise ValueError(f"{path}, line {number}: {match.group(1)} is pinned twice")
@@ -219,10 +205,7 @@ def lock_problems(env: Environment) -> list[str]:
 
 
 def environment_key(pins: dict[str, str], python: str) -> str:
-    text = (
-        "".join(f"{name}=={version}\n" for name, version in sorted(pins.items()))
-        + f"python=={python}\n"
-    )
+    text = "".join(f"{name}=={version}\n" for name, version in sorted(pins.items())) + f"python=={python}\n"
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -246,10 +229,7 @@ def lock_environment(env: Environment, progress: Progress | None = None) -> dict
     scratch = Path(tempfile.mkdtemp(prefix=".lock-", dir=cache))
     try:
         venv = scratch / "venv"
-        say(
-            f"{env.assignment_id}: resolving {len(env.packages)} declared packages with pip "
-            f"(Python {env.python})"
-        )
+        say(f"{env.assignment_id}: resolving {len(env.packages)} declared packages with pip (Python {env.python})")
         _create_venv(env.python, venv)
         _install_torch(venv, say)
         _pip(
@@ -259,14 +239,11 @@ def lock_environment(env: Environment, progress: Progress | None = None) -> dict
             "resolving and installing the declared ranges",
         )
         pins = _installed_closure(venv, env.requirements)
-        checked = Environment(
-            env.assignment_id, env.python, env.packages, env.lock_path, pins, env.course_python
-        )
+        checked = Environment(env.assignment_id, env.python, env.packages, env.lock_path, pins, env.course_python)
         problems = lock_problems(checked)
         if problems:
             raise CourseEnvError(
-                f"{env.assignment_id}: pip's resolution does not satisfy the "
-                f"declaration: {problems[0]}"
+                f"{env.assignment_id}: pip's resolution does not satisfy the declaration: {problems[0]}"
             )
         say(f"{env.assignment_id}: importing every declared package")
         check_imports(venv / "bin" / "python", env)
@@ -391,8 +368,7 @@ def check_imports(python: Path, env: Environment) -> None:
     )
     if out.returncode != 0:
         raise CourseEnvError(
-            f"{env.assignment_id}: checking the environment's imports failed: "
-            f"{out.stderr.strip()[-800:]}"
+            f"{env.assignment_id}: checking the environment's imports failed: {out.stderr.strip()[-800:]}"
         )
     failed = json.loads(out.stdout.strip().splitlines()[-1])
     if failed:
@@ -414,11 +390,7 @@ _warned_current = False
 def cache_dir() -> Path:
     """Where environments live: ``$LMGRADE_ENV_CACHE`` or ``<project root>/.lmgrade/envs``."""
     configured = os.environ.get(CACHE_VAR)
-    path = (
-        Path(configured).expanduser().resolve()
-        if configured
-        else project_root() / ".lmgrade" / "envs"
-    )
+    path = Path(configured).expanduser().resolve() if configured else project_root() / ".lmgrade" / "envs"
     if not path.is_dir():
         path.mkdir(parents=True, exist_ok=True)
         _open_to_others(path, stop=path.parent.parent if not configured else path.parent)
@@ -432,9 +404,7 @@ def ensure_environment(assignment, progress: Progress | None = None) -> Path:
     env = getattr(assignment, "environment", None)
     mode = os.environ.get(ENV_VAR, "")
     if mode not in ("", "current"):
-        raise CourseEnvError(
-            f"{ENV_VAR}={mode!r} is not understood (unset it, or set it to 'current')"
-        )
+        raise CourseEnvError(f"{ENV_VAR}={mode!r} is not understood (unset it, or set it to 'current')")
     if env is None or mode == "current":
         if env is not None:
             _warn_current(env)
@@ -470,9 +440,7 @@ def current_interpreter_holds(env: Environment) -> bool:
         name = dist.metadata["Name"]
         if name:
             installed.setdefault(canonical(name), dist.version.split("+", 1)[0])
-    return all(
-        installed.get(name) == version.split("+", 1)[0] for name, version in env.pins.items()
-    )
+    return all(installed.get(name) == version.split("+", 1)[0] for name, version in env.pins.items())
 
 
 def build_environment(env: Environment, target: Path, progress: Progress | None = None) -> None:
@@ -496,11 +464,7 @@ def build_environment(env: Environment, target: Path, progress: Progress | None 
             f"installing {env.lock_path.name}",
         )
         installed = installed_versions(tmp / "bin" / "python")
-        wrong = {
-            n: v
-            for n, v in (env.pins or {}).items()
-            if installed.get(n, "").split("+")[0] != v.split("+")[0]
-        }
+        wrong = {n: v for n, v in (env.pins or {}).items() if installed.get(n, "").split("+")[0] != v.split("+")[0]}
         if wrong:
             name = next(iter(wrong))
             raise CourseEnvError(
@@ -625,22 +589,16 @@ def _parent_pip() -> list[str] | None:
 def _pip(venv: Path, args: list[str], say: Progress, what: str) -> None:
     parent = _parent_pip()
     cmd = (
-        parent + ["--python", str(venv / "bin" / "python")]
-        if parent
-        else [str(venv / "bin" / "python"), "-m", "pip"]
+        parent + ["--python", str(venv / "bin" / "python")] if parent else [str(venv / "bin" / "python"), "-m", "pip"]
     ) + [*args, "--disable-pip-version-check", "-q"]
     say(f"  pip: {what}")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    out = subprocess.run(
-        cmd, capture_output=True, text=True, check=False, timeout=PIP_TIMEOUT, env=env
-    )
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=PIP_TIMEOUT, env=env)
     if out.returncode != 0:
         lines = [ln.strip() for ln in (out.stderr + out.stdout).splitlines() if ln.strip()]
         # pip's own verdicts, without the list of every version it knows
         errors = [ln.split(" (from versions:", 1)[0] for ln in lines if ln.startswith("ERROR:")]
-        raise CourseEnvError(
-            f"pip failed while {what}: " + " | ".join((errors or lines)[-3:])[-1500:]
-        )
+        raise CourseEnvError(f"pip failed while {what}: " + " | ".join((errors or lines)[-3:])[-1500:])
 
 
 def _install_torch(venv: Path, say: Progress) -> None:
@@ -722,9 +680,7 @@ def child_readable_paths(assignment) -> list[Path]:
     marker = python.parent.parent / MARKER
     if env is not None and marker.is_file():
         paths.append(python.parent.parent)
-        paths += [
-            Path(p) for p in json.loads(marker.read_text(encoding="utf-8")).get("base_paths", [])
-        ]
+        paths += [Path(p) for p in json.loads(marker.read_text(encoding="utf-8")).get("base_paths", [])]
     else:  # this interpreter: its environment and the installation it comes from
         import sysconfig
 
@@ -770,9 +726,7 @@ def describe_environment(assignment) -> dict:
         "assignment": assignment.id,
         "python": str(python),
         "kind": kind,
-        "python_version": env.python
-        if env
-        else f"{sys.version_info.major}.{sys.version_info.minor}",
+        "python_version": env.python if env else f"{sys.version_info.major}.{sys.version_info.minor}",
         "course_python": env.course_python if env else "",
         "versions": {name: pins.get(name, "?") for name in ["torch", *declared]},
         "pins": len(pins),

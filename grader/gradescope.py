@@ -23,9 +23,14 @@ _DECORATORS_FILE = os.path.join("gradescope_utils", "autograder_utils", "decorat
 _SETTERS = {"set_score": "score", "set_leaderboard_value": "leaderboard_value"}
 _SET_VALUES = pytest.StashKey[dict]()
 _DUNDERS = {
-    "__weight__": "weight", "__number__": "number", "__visibility__": "visibility",
-    "__hide_errors__": "hide_errors", "__tags__": "tags", "__score__": "score",
-    "__leaderboard_column__": "leaderboard_column", "__leaderboard_sort_order__": "leaderboard_order",
+    "__weight__": "weight",
+    "__number__": "number",
+    "__visibility__": "visibility",
+    "__hide_errors__": "hide_errors",
+    "__tags__": "tags",
+    "__score__": "score",
+    "__leaderboard_column__": "leaderboard_column",
+    "__leaderboard_sort_order__": "leaderboard_order",
     "__leaderboard_value__": "leaderboard_value",
 }
 
@@ -35,8 +40,9 @@ def run_with_own_setters(pyfuncitem: pytest.Function) -> bool | None:
     setters; None for any other test (pytest calls it as usual)."""
     fn = pyfuncitem.obj
     inner = fn
-    while getattr(getattr(inner, "__code__", None), "co_filename", "").endswith(_DECORATORS_FILE) \
-            and hasattr(inner, "__wrapped__"):
+    while getattr(getattr(inner, "__code__", None), "co_filename", "").endswith(_DECORATORS_FILE) and hasattr(
+        inner, "__wrapped__"
+    ):
         inner = inner.__wrapped__
     if inner is fn:
         return None

@@ -134,6 +134,7 @@ def load_rulebook(suite_dir: Path | None) -> RuleBook:
 
 # -- helpers for rules ----------------------------------------------------------------------------
 
+
 def as_array(value: Any, what: str, *, dtype=None, ndim: int | None = None) -> np.ndarray:
     """``value`` as an array (a list of numbers becomes one); ValueError naming ``what``."""
     if isinstance(value, np.ndarray):
@@ -163,6 +164,7 @@ def _close(a: np.ndarray, b: np.ndarray, rtol: float, atol: float) -> np.ndarray
 
 
 # -- generic rules --------------------------------------------------------------------------------
+
 
 @rule("same_as")
 def same_as(ev: Evidence) -> list[str]:
@@ -204,8 +206,10 @@ def prefix_unchanged(ev: Evidence) -> list[str]:
     if not ok.all():
         moved = np.moveaxis(~ok, axis, 0).reshape(upto + 1, -1).any(axis=1)
         first = int(np.argmax(moved))
-        return [f"not causal: changing the inputs after position {upto} changed the output at position "
-                f"{first}; attention must not look at later positions"]
+        return [
+            f"not causal: changing the inputs after position {upto} changed the output at position "
+            f"{first}; attention must not look at later positions"
+        ]
     return []
 
 
@@ -222,8 +226,9 @@ def loss_decreases(ev: Evidence) -> list[str]:
     first, last = losses[:q].mean(), losses[-q:].mean()
     factor = float(ev.param("factor", 0.9))
     if not last < factor * first:
-        return [f"{ev.param('what', 'training')} did not lower the loss: {first:.4g} at the start, "
-                f"{last:.4g} at the end"]
+        return [
+            f"{ev.param('what', 'training')} did not lower the loss: {first:.4g} at the start, {last:.4g} at the end"
+        ]
     return []
 
 
@@ -238,12 +243,16 @@ def no_growth(ev: Evidence) -> list[str]:
     min_ops = int(ev.param("min_ops", 1))
     idle = [n for n, c in zip(sizes, counts) if c < min_ops]
     if idle:
-        return [f"{ev.param('what', 'the code')} ran {min(counts)} tensor operations at size {idle[0]}: "
-                "nothing was computed (not implemented yet?)"]
+        return [
+            f"{ev.param('what', 'the code')} ran {min(counts)} tensor operations at size {idle[0]}: "
+            "nothing was computed (not implemented yet?)"
+        ]
     if max(counts) - min(counts) > int(ev.param("slack", 0)):
         detail = ", ".join(f"{n}: {c} ops" for n, c in zip(sizes, counts))
-        return [f"the number of tensor operations grows with {ev.param('over', 'the input size')} ({detail}): "
-                f"{ev.param('rule_text', 'the handout asks for matrix operations without Python loops')}"]
+        return [
+            f"the number of tensor operations grows with {ev.param('over', 'the input size')} ({detail}): "
+            f"{ev.param('rule_text', 'the handout asks for matrix operations without Python loops')}"
+        ]
     return []
 
 
@@ -297,6 +306,8 @@ def uniform_counts(ev: Evidence) -> list[str]:
     expected = counts.sum() / counts.size
     chi2 = float(((counts - expected) ** 2 / expected).sum())
     if chi2 >= float(ev.param("max_chi2")):
-        return [f"{ev.param('what', 'categories')} are far from uniform (chi-square {chi2:.0f} with "
-                f"{counts.size - 1} degrees of freedom)"]
+        return [
+            f"{ev.param('what', 'categories')} are far from uniform (chi-square {chi2:.0f} with "
+            f"{counts.size - 1} degrees of freedom)"
+        ]
     return []

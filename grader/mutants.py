@@ -79,9 +79,7 @@ class Mutation:
         return tuple(dict.fromkeys(e.file for e in self.edits))
 
     def error(self, message: str) -> EditError:
-        return EditError(
-            f"{self.kind} `{self.name}`: {message}: update {_shown_path(self.source, self.root)}"
-        )
+        return EditError(f"{self.kind} `{self.name}`: {message}: update {_shown_path(self.source, self.root)}")
 
 
 # -- loading --------------------------------------------------------------------------------------
@@ -104,11 +102,7 @@ def load_edits(path: Path, kind: str, root: Path | None = None) -> list[Mutation
     seen: set[str] = set()
     for index, entry in enumerate(data):
         where = f"{shown}: {kind} #{index + 1}"
-        if (
-            not isinstance(entry, dict)
-            or not isinstance(entry.get("name"), str)
-            or not entry["name"]
-        ):
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or not entry["name"]:
             raise EditError(f"{where}: each {kind} is a mapping with a `name`")
         name = entry["name"]
         where = f"{shown}: {kind} `{name}`"
@@ -130,9 +124,7 @@ def load_edits(path: Path, kind: str, root: Path | None = None) -> list[Mutation
         else:
             hunks = [{k: entry[k] for k in EDIT_KEYS if k in entry}]
         edits = tuple(_parse_edit(h, where) for h in hunks)
-        out.append(
-            Mutation(kind=kind, name=name, why=why.strip(), edits=edits, source=path, root=root)
-        )
+        out.append(Mutation(kind=kind, name=name, why=why.strip(), edits=edits, source=path, root=root))
     return out
 
 
@@ -142,8 +134,7 @@ def _parse_edit(hunk, where: str) -> Edit:
         raise EditError(f"{where}: each edit needs exactly `file`, `old` and `new` (got {got})")
     if not all(isinstance(hunk[k], str) for k in EDIT_KEYS):
         raise EditError(
-            f"{where}: `file`, `old` and `new` must be strings (quote numbers and "
-            f'write an empty `new` as "")'
+            f'{where}: `file`, `old` and `new` must be strings (quote numbers and write an empty `new` as "")'
         )
     if not hunk["old"]:
         raise EditError(f"{where}: `old` is empty in {hunk['file']}: quote the text to replace")
@@ -174,9 +165,7 @@ def load_variants(assignment: Assignment) -> dict[str, Mutation]:
     shown = _shown_path(path, assignment.root)
     if not path.is_file():
         named = ", ".join(assignment.variants)
-        raise EditError(
-            f"{assignment.id}: the rubric names variants {named} but {shown} does not exist"
-        )
+        raise EditError(f"{assignment.id}: the rubric names variants {named} but {shown} does not exist")
     defined = {v.name: v for v in load_edits(path, "variant", assignment.root)}
     missing = [n for n in assignment.variants if n not in defined]
     if missing:
@@ -197,9 +186,7 @@ def edited_files(mutation: Mutation, base: Path) -> dict[str, str]:
         if edit.file not in texts:
             path = base / edit.file
             if not path.is_file():
-                raise mutation.error(
-                    f"{edit.file} does not exist in {_shown_path(base, mutation.root)}"
-                )
+                raise mutation.error(f"{edit.file} does not exist in {_shown_path(base, mutation.root)}")
             texts[edit.file] = _read(path)
         text = texts[edit.file]
         count = text.count(edit.old)
@@ -207,16 +194,13 @@ def edited_files(mutation: Mutation, base: Path) -> dict[str, str]:
             raise mutation.error(f"{edit.file} no longer contains {_quote(edit.old)}")
         if count > 1:
             raise mutation.error(
-                f"{edit.file} contains {_quote(edit.old)} {count} times (must be "
-                "once): make `old` longer"
+                f"{edit.file} contains {_quote(edit.old)} {count} times (must be once): make `old` longer"
             )
         texts[edit.file] = text.replace(edit.old, edit.new, 1)
     return texts
 
 
-def materialise(
-    mutation: Mutation, base: Path, dest: Path, assignment: Assignment | None = None
-) -> Path:
+def materialise(mutation: Mutation, base: Path, dest: Path, assignment: Assignment | None = None) -> Path:
     """Write the edited copies of the reference files into ``dest`` (an overlay folder).
 
     With ``assignment``, a file staging would not take from an overlay (not a module or
@@ -233,9 +217,7 @@ def materialise(
                     f"{assignment.id}, so staging would ignore the edit"
                 )
             if unit != rel and not (dest / unit).exists():
-                shutil.copytree(
-                    base / unit, dest / unit, ignore=shutil.ignore_patterns("__pycache__")
-                )
+                shutil.copytree(base / unit, dest / unit, ignore=shutil.ignore_patterns("__pycache__"))
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         _write(target, text)
@@ -338,9 +320,7 @@ def grade_mutant(assignment: Assignment, mutant: Mutation, **kwargs) -> MutantRe
     kwargs.setdefault("label", f"mutant {mutant.name}")
     kwargs.setdefault("warm", True)
     with materialised(assignment, mutant) as overlay:
-        report = grade(
-            assignment, None, base=assignment.reference_dir, overlays=(overlay,), **kwargs
-        )
+        report = grade(assignment, None, base=assignment.reference_dir, overlays=(overlay,), **kwargs)
     return MutantResult(mutant.name, mutant.why, report.score, report.max_score, report)
 
 

@@ -23,6 +23,7 @@ Cells are numbered from 1 in notebook order, markdown cells included.
 `py_to_notebook` / `notebook_to_py` convert between a notebook and jupytext's percent format
 (`# %%` code cells, `# %% [markdown]` text cells), so notebooks are generated from `.py` sources.
 """
+
 from __future__ import annotations
 
 import ast
@@ -33,44 +34,137 @@ from pathlib import Path
 
 import nbformat
 
-__all__ = ["NotebookError", "NotebookExtract", "extract_cells", "extract_notebook",
-           "notebook_to_py", "py_to_notebook"]
+__all__ = ["NotebookError", "NotebookExtract", "extract_cells", "extract_notebook", "notebook_to_py", "py_to_notebook"]
 
 # a top-level `def name` / `class name` line, found in the text of a cell that does not parse
 _TOP_LEVEL_DEF = re.compile(r"^(?:async[ \t]+def|def|class)[ \t]+([A-Za-z_]\w*)", re.MULTILINE)
 
 # Builtins whose call is cheap and has no side effect: a constant may be built with them.
-SAFE_BUILTINS = frozenset({
-    "set", "frozenset", "list", "tuple", "dict", "str", "int", "float", "bool", "bytes",
-    "len", "range", "sorted", "reversed", "min", "max", "sum", "abs", "round", "enumerate",
-    "zip", "map", "filter", "any", "all", "chr", "ord", "repr", "isinstance", "slice",
-})
+SAFE_BUILTINS = frozenset(
+    {
+        "set",
+        "frozenset",
+        "list",
+        "tuple",
+        "dict",
+        "str",
+        "int",
+        "float",
+        "bool",
+        "bytes",
+        "len",
+        "range",
+        "sorted",
+        "reversed",
+        "min",
+        "max",
+        "sum",
+        "abs",
+        "round",
+        "enumerate",
+        "zip",
+        "map",
+        "filter",
+        "any",
+        "all",
+        "chr",
+        "ord",
+        "repr",
+        "isinstance",
+        "slice",
+    }
+)
 # Method or function names that load data or models, train, or touch the outside world: an
 # assignment calling one is a run, not a constant (`model = AutoModel.from_pretrained("gpt2")`).
-RUN_CALLS = frozenset({
-    "from_pretrained", "load_dataset", "load_from_disk", "read_csv", "read_json", "read_parquet",
-    "read_table", "read_excel", "read_pickle", "load", "download", "urlopen", "urlretrieve",
-    "get", "post", "train", "fit", "evaluate", "predict", "generate", "save", "save_pretrained",
-    "to_csv", "system", "run", "call", "check_call", "check_output", "Popen", "sleep", "mount",
-    "login", "pipeline", "open", "input", "exec", "eval", "compile", "__import__", "cuda", "to",
-    "backward", "step", "show", "savefig", "plot", "display", "print",
-})
+RUN_CALLS = frozenset(
+    {
+        "from_pretrained",
+        "load_dataset",
+        "load_from_disk",
+        "read_csv",
+        "read_json",
+        "read_parquet",
+        "read_table",
+        "read_excel",
+        "read_pickle",
+        "load",
+        "download",
+        "urlopen",
+        "urlretrieve",
+        "get",
+        "post",
+        "train",
+        "fit",
+        "evaluate",
+        "predict",
+        "generate",
+        "save",
+        "save_pretrained",
+        "to_csv",
+        "system",
+        "run",
+        "call",
+        "check_call",
+        "check_output",
+        "Popen",
+        "sleep",
+        "mount",
+        "login",
+        "pipeline",
+        "open",
+        "input",
+        "exec",
+        "eval",
+        "compile",
+        "__import__",
+        "cuda",
+        "to",
+        "backward",
+        "step",
+        "show",
+        "savefig",
+        "plot",
+        "display",
+        "print",
+    }
+)
 # Calls a constructor may make and stay cheap: `kwargs.get(...)`, `self.to(device)`, `print(...)`,
 # `self.eval()`; any other RUN_CALLS name in a notebook class's constructor makes it a run.
 CONSTRUCTOR_SAFE_CALLS = frozenset({"get", "to", "cuda", "print", "eval"})
 CONSTRUCTOR_METHODS = ("__init__", "__new__", "__post_init__")
-RULE = ("Rule: the tests import your definitions, imports and constants, and skip every top-level "
-        "statement that runs something (training, loading data or models, downloads, plots, "
-        "prints). Assignments are kept when their value is cheap to build: literals, library "
-        "calls that load nothing, and instances of classes defined here whose constructor loads "
-        "or trains nothing (e.g. `hparams = HyperParams()`).")
+RULE = (
+    "Rule: the tests import your definitions, imports and constants, and skip every top-level "
+    "statement that runs something (training, loading data or models, downloads, plots, "
+    "prints). Assignments are kept when their value is cheap to build: literals, library "
+    "calls that load nothing, and instances of classes defined here whose constructor loads "
+    "or trains nothing (e.g. `hparams = HyperParams()`)."
+)
 # Modules that exist only inside Jupyter or Colab: their imports are guarded, not fatal.
 NOTEBOOK_ONLY_MODULES = ("google.colab", "IPython", "ipywidgets", "tqdm.notebook")
 # Cell magics whose body is not Python: the whole cell is skipped.
-FOREIGN_CELL_MAGICS = frozenset({
-    "bash", "sh", "script", "html", "HTML", "javascript", "js", "latex", "markdown", "svg",
-    "writefile", "file", "perl", "ruby", "sx", "system", "python2", "python3", "pypy",
-})
+FOREIGN_CELL_MAGICS = frozenset(
+    {
+        "bash",
+        "sh",
+        "script",
+        "html",
+        "HTML",
+        "javascript",
+        "js",
+        "latex",
+        "markdown",
+        "svg",
+        "writefile",
+        "file",
+        "perl",
+        "ruby",
+        "sx",
+        "system",
+        "python2",
+        "python3",
+        "pypy",
+    }
+)
 _MAGIC_LINE = re.compile(r"^(\s*)(!|%|\w+\s*=\s*!|\w+\s*=\s*%)")
 _PLAIN_ASSIGN_TARGET = (ast.Name, ast.Tuple, ast.List)
 
@@ -96,11 +190,9 @@ class NotebookExtract:
 
     def report(self) -> str:
         """A plain-text account: what the tests will see and what they will not."""
-        lines = [f"{self.name}: cells are numbered from 1 in notebook order (markdown included).",
-                 RULE]
+        lines = [f"{self.name}: cells are numbered from 1 in notebook order (markdown included).", RULE]
         sections = [
-            ("Errors (these cells were skipped whole; fix them so the tests can see their code)",
-             self.errors),
+            ("Errors (these cells were skipped whole; fix them so the tests can see their code)", self.errors),
             ("Names used by your definitions but only set by skipped statements", self.undefined),
             ("Taken (the tests import these)", self.taken),
             ("Skipped (not run by the tests)", self.skipped),
@@ -123,15 +215,18 @@ def extract_notebook(path: Path) -> NotebookExtract:
         # Jupyter; a notebook the reader cannot make sense of is an error.
         nb = nbformat.read(str(path), as_version=4, capture_validation_error={})
     except nbformat.reader.NotJSONError as err:
-        raise NotebookError(f"{path.name} is not a valid notebook: it is not JSON "
-                            f"(was it saved from Jupyter or Colab?)") from err
+        raise NotebookError(
+            f"{path.name} is not a valid notebook: it is not JSON (was it saved from Jupyter or Colab?)"
+        ) from err
     except UnicodeDecodeError as err:
         raise NotebookError(f"{path.name} is not a valid notebook: it is not UTF-8 text") from err
     except nbformat.ValidationError as err:
         raise NotebookError(f"{path.name} is not a valid notebook: {_first_line(err)}") from err
     except (ValueError, KeyError, TypeError, AttributeError) as err:
-        raise NotebookError(f"{path.name} is not a valid notebook: it does not have the "
-                            f"structure of a Jupyter notebook ({_first_line(err)})") from err
+        raise NotebookError(
+            f"{path.name} is not a valid notebook: it does not have the "
+            f"structure of a Jupyter notebook ({_first_line(err)})"
+        ) from err
     except OSError as err:
         raise NotebookError(f"{path.name} could not be read: {err}") from err
     if not isinstance(nb.get("cells"), list):
@@ -152,9 +247,16 @@ def extract_cells(cells: list[tuple[str, str]], name: str = "notebook") -> Noteb
         if cell_type == "code" and source.strip():
             state.add_cell(number, source)
     source, line_map = state.module_text(name)
-    return NotebookExtract(source=source, taken=state.taken, skipped=state.skipped,
-                           errors=state.errors, undefined=state.undefined_uses(), name=name,
-                           line_map=line_map, lost=state.lost)
+    return NotebookExtract(
+        source=source,
+        taken=state.taken,
+        skipped=state.skipped,
+        errors=state.errors,
+        undefined=state.undefined_uses(),
+        name=name,
+        line_map=line_map,
+        lost=state.lost,
+    )
 
 
 class _Extraction:
@@ -165,12 +267,12 @@ class _Extraction:
         self.taken: list[str] = []
         self.skipped: list[str] = []
         self.errors: list[str] = []
-        self.lost: dict[str, str] = {}            # def/class names of cells skipped whole -> why
-        self.defined: set[str] = set()            # names bound by taken statements so far
-        self.local_defs: set[str] = set()         # functions and classes defined in the notebook
-        self.def_nodes: dict[str, ast.AST] = {}   # the latest definition of each of them
-        self.imported: set[str] = set()           # names bound by taken imports
-        self.skipped_binds: dict[str, int] = {}   # name -> cell of a skipped statement binding it
+        self.lost: dict[str, str] = {}  # def/class names of cells skipped whole -> why
+        self.defined: set[str] = set()  # names bound by taken statements so far
+        self.local_defs: set[str] = set()  # functions and classes defined in the notebook
+        self.def_nodes: dict[str, ast.AST] = {}  # the latest definition of each of them
+        self.imported: set[str] = set()  # names bound by taken imports
+        self.skipped_binds: dict[str, int] = {}  # name -> cell of a skipped statement binding it
         self.skipped_calls: dict[str, set[str]] = {}  # name -> what that skipped statement calls
         self.globals_used: list[tuple[str, int, set[str]]] = []  # (def name, cell, free names)
 
@@ -187,8 +289,7 @@ class _Extraction:
             return
         except (RecursionError, MemoryError) as err:
             # Python's parser gives up on deep nesting (RecursionError or MemoryError).
-            self.errors.append(f"cell {number}: nested too deeply for Python to read "
-                               f"({type(err).__name__})")
+            self.errors.append(f"cell {number}: nested too deeply for Python to read ({type(err).__name__})")
             self._note_lost(code, self.errors[-1])
             return
         lines = code.splitlines()
@@ -196,8 +297,10 @@ class _Extraction:
             try:
                 self._add_statement(number, node, lines)
             except (RecursionError, MemoryError) as err:
-                self.errors.append(f"cell {number}: the statement at line {node.lineno} is nested "
-                                   f"too deeply to read ({type(err).__name__}); skipped")
+                self.errors.append(
+                    f"cell {number}: the statement at line {node.lineno} is nested "
+                    f"too deeply to read ({type(err).__name__}); skipped"
+                )
 
     def _note_lost(self, code: str, why: str) -> None:
         """Remember the top-level def/class names of a cell skipped whole (read from its text,
@@ -289,8 +392,12 @@ class _Extraction:
                     return what, reason
         reason = self._why_not_simple(node.value)
         value = node.value
-        if reason is None and isinstance(value, ast.Call) and isinstance(value.func, ast.Name) \
-                and isinstance(self.def_nodes.get(value.func.id), ast.ClassDef):
+        if (
+            reason is None
+            and isinstance(value, ast.Call)
+            and isinstance(value.func, ast.Name)
+            and isinstance(self.def_nodes.get(value.func.id), ast.ClassDef)
+        ):
             what = f"object {', '.join(names)} (a {value.func.id})"
         return what, reason
 
@@ -307,12 +414,15 @@ class _Extraction:
     def _why_not_simple(self, expr: ast.expr) -> str | None:
         """None if `expr` may be evaluated at import time, else why not."""
         for sub in ast.walk(expr):
-            if isinstance(sub, (ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp,
-                                ast.GeneratorExp)):
+            if isinstance(sub, (ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)):
                 continue
-            if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Load) \
-                    and sub.id not in self.defined and not hasattr(builtins, sub.id) \
-                    and not _bound_inside(expr, sub.id):
+            if (
+                isinstance(sub, ast.Name)
+                and isinstance(sub.ctx, ast.Load)
+                and sub.id not in self.defined
+                and not hasattr(builtins, sub.id)
+                and not _bound_inside(expr, sub.id)
+            ):
                 return f"uses `{sub.id}`, which no taken statement defines:"
             if isinstance(sub, (ast.Await, ast.Yield, ast.YieldFrom, ast.NamedExpr)):
                 return "not a simple value:"
@@ -352,8 +462,11 @@ class _Extraction:
             return None
         seen.add(name)
         if isinstance(node, ast.ClassDef):
-            bodies = [s for s in node.body if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef))
-                      and s.name in CONSTRUCTOR_METHODS]
+            bodies = [
+                s
+                for s in node.body
+                if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef)) and s.name in CONSTRUCTOR_METHODS
+            ]
             for body in bodies:  # a global the constructor reads must exist at import time
                 missing = sorted(n for n in _free_names(body) if n not in self.defined)
                 if missing:
@@ -385,8 +498,7 @@ class _Extraction:
         for stmt in body:
             if isinstance(stmt, (ast.Import, ast.ImportFrom, ast.Pass)):
                 continue
-            if isinstance(stmt, (ast.Assign, ast.AnnAssign)) and \
-                    self._judge_assignment(stmt)[1] is None:
+            if isinstance(stmt, (ast.Assign, ast.AnnAssign)) and self._judge_assignment(stmt)[1] is None:
                 continue
             return False
         return True
@@ -395,7 +507,7 @@ class _Extraction:
     def _source_of(node: ast.stmt, lines: list[str]) -> tuple[list[str], list[int | None]]:
         """The statement's lines and, for each, its line number in the cell (None: added)."""
         start = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
-        text = lines[start - 1:node.end_lineno]
+        text = lines[start - 1 : node.end_lineno]
         numbers: list[int | None] = list(range(start, start + len(text)))
         if isinstance(node, (ast.Import, ast.ImportFrom)) and _notebook_only(node):
             # Colab/Jupyter-only modules are absent where tests run; only their uses should fail.
@@ -426,9 +538,11 @@ class _Extraction:
                     # unfinished load_imdb that reads it would be reported for its own result
                     continue
                 if name in self.skipped_binds and name not in self.defined:
-                    notes.append(f"{def_name} (cell {cell}) uses `{name}`, which is only set by a "
-                                 f"skipped statement (cell {self.skipped_binds[name]}); "
-                                 f"pass it as an argument instead")
+                    notes.append(
+                        f"{def_name} (cell {cell}) uses `{name}`, which is only set by a "
+                        f"skipped statement (cell {self.skipped_binds[name]}); "
+                        f"pass it as an argument instead"
+                    )
         return notes
 
 
@@ -447,8 +561,7 @@ def _describe_import(node: ast.Import | ast.ImportFrom) -> str:
 
 def _notebook_only(node: ast.Import | ast.ImportFrom) -> bool:
     modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
-    return any(m == root or m.startswith(root + ".")
-               for m in modules for root in NOTEBOOK_ONLY_MODULES)
+    return any(m == root or m.startswith(root + ".") for m in modules for root in NOTEBOOK_ONLY_MODULES)
 
 
 def _plain_target(target: ast.expr) -> bool:
@@ -476,15 +589,15 @@ def _bound_names(node: ast.stmt) -> set[str]:
         return {n for s in node.body + node.orelse + node.finalbody for n in _bound_names(s)}
     elif isinstance(node, (ast.With, ast.If, ast.While)):
         return {n for s in node.body for n in _bound_names(s)}
-    return {n.id for t in targets for n in ast.walk(t)
-            if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    return {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
 
 
 def _bound_inside(expr: ast.expr, name: str) -> bool:
     """True if `name` is a comprehension variable or lambda argument inside `expr`."""
     for sub in ast.walk(expr):
         if isinstance(sub, ast.comprehension) and any(
-                isinstance(n, ast.Name) and n.id == name for n in ast.walk(sub.target)):
+            isinstance(n, ast.Name) and n.id == name for n in ast.walk(sub.target)
+        ):
             return True
         if isinstance(sub, ast.Lambda) and name in {a.arg for a in sub.args.args}:
             return True
@@ -499,8 +612,7 @@ def _free_names(node: ast.AST) -> set[str]:
             (loaded if isinstance(sub.ctx, ast.Load) else stored).add(sub.id)
         elif isinstance(sub, ast.arg):
             stored.add(sub.arg)
-        elif isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) \
-                and sub is not node:
+        elif isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and sub is not node:
             stored.add(sub.name)
         elif isinstance(sub, (ast.Import, ast.ImportFrom)):
             stored |= _bound_names(sub)
@@ -528,8 +640,7 @@ def _unparse(expr: ast.expr) -> str | None:
 
 def _called_names(node: ast.AST) -> set[str]:
     """Names of the functions and classes a statement calls directly (`f(...)`)."""
-    return {sub.func.id for sub in ast.walk(node)
-            if isinstance(sub, ast.Call) and isinstance(sub.func, ast.Name)}
+    return {sub.func.id for sub in ast.walk(node) if isinstance(sub, ast.Call) and isinstance(sub.func, ast.Name)}
 
 
 def _first_code_line(node: ast.stmt, lines: list[str]) -> str:
@@ -537,7 +648,7 @@ def _first_code_line(node: ast.stmt, lines: list[str]) -> str:
 
 
 def _short(text: str, limit: int = 60) -> str:
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _first_line(err: Exception) -> str:
@@ -553,10 +664,12 @@ def py_to_notebook(text: str) -> nbformat.NotebookNode:
     import jupytext  # deferred: only template generation needs it
 
     nb = jupytext.reads(text, fmt="py:percent")
-    nb.metadata = nbformat.from_dict({
-        "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-        "language_info": {"name": "python"},
-    })
+    nb.metadata = nbformat.from_dict(
+        {
+            "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+            "language_info": {"name": "python"},
+        }
+    )
     for index, cell in enumerate(nb.cells):
         cell.id = f"cell-{index + 1}"  # jupytext draws random ids; regenerated files must not change
         cell.metadata = nbformat.from_dict({})

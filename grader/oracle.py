@@ -46,10 +46,22 @@ MAX_SEEN_BYTES = 256 * 2**20  # values of one test kept for the rules that compa
 MAX_NOTES = 100
 MAX_NOTE_CHARS = 500
 REPLY_TIMEOUT = 120.0  # seconds the child waits for an answer before giving up
-ARRAY_DTYPES = frozenset({
-    "float16", "float32", "float64", "int8", "int16", "int32", "int64",
-    "uint8", "uint16", "uint32", "uint64", "bool",
-})
+ARRAY_DTYPES = frozenset(
+    {
+        "float16",
+        "float32",
+        "float64",
+        "int8",
+        "int16",
+        "int32",
+        "int64",
+        "uint8",
+        "uint16",
+        "uint32",
+        "uint64",
+        "bool",
+    }
+)
 
 
 class ProtocolError(RuntimeError):
@@ -62,12 +74,16 @@ def new_token() -> str:
 
 # -- encoding arrays for the wire ----------------------------------------------------------------
 
+
 def pack_arrays(arrays: dict[str, np.ndarray]) -> dict[str, dict]:
     out = {}
     for name, arr in arrays.items():
         arr = np.ascontiguousarray(arr).reshape(np.shape(arr))
-        out[name] = {"dtype": str(arr.dtype), "shape": list(arr.shape),
-                     "data": base64.b64encode(arr.tobytes()).decode("ascii")}
+        out[name] = {
+            "dtype": str(arr.dtype),
+            "shape": list(arr.shape),
+            "data": base64.b64encode(arr.tobytes()).decode("ascii"),
+        }
     return out
 
 
@@ -100,15 +116,23 @@ def _valid_tree(tree, arrays: dict, depth: int = 0) -> bool:
     t = tree.get("t")
     if t in ("tensor", "array"):
         ref = tree.get("ref")
-        return isinstance(ref, str) and ref in arrays and isinstance(tree.get("dtype"), str) \
+        return (
+            isinstance(ref, str)
+            and ref in arrays
+            and isinstance(tree.get("dtype"), str)
             and list(arrays[ref].shape) == tree.get("shape")
+        )
     if t in ("list", "tuple"):
         return isinstance(tree.get("items"), list) and all(_valid_tree(i, arrays, depth + 1) for i in tree["items"])
     if t == "dict":
         items = tree.get("items")
         return isinstance(items, list) and all(
-            isinstance(p, list) and len(p) == 2 and _valid_tree(p[0], arrays, depth + 1)
-            and _valid_tree(p[1], arrays, depth + 1) for p in items)
+            isinstance(p, list)
+            and len(p) == 2
+            and _valid_tree(p[0], arrays, depth + 1)
+            and _valid_tree(p[1], arrays, depth + 1)
+            for p in items
+        )
     if t == "int":
         return type(tree.get("v")) is int
     if t == "bool":
@@ -121,6 +145,7 @@ def _valid_tree(tree, arrays: dict, depth: int = 0) -> bool:
 
 
 # -- parent side ---------------------------------------------------------------------------------
+
 
 @dataclass
 class KeyRecord:
@@ -204,7 +229,7 @@ class OracleServer:
             self.rejected += 1
             return None
         try:
-            msg = json.loads(line[len(prefix):])
+            msg = json.loads(line[len(prefix) :])
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             self.rejected += 1
             return None
@@ -239,8 +264,11 @@ class OracleServer:
         if kind == "check":
             key = msg.get("key")
             if self.running is None or test != self.running:
-                return self._violation(test, f"a value was sent for {test!r} while it was not running",
-                                       reply={"ok": False, "message": "not the running test", "key": key})
+                return self._violation(
+                    test,
+                    f"a value was sent for {test!r} while it was not running",
+                    reply={"ok": False, "message": "not the running test", "key": key},
+                )
             return Handled(reply={**self.answer(test, msg), "key": key})
         if kind == "result":
             if self.running is None or test != self.running:
@@ -274,9 +302,14 @@ class OracleServer:
         note = f"protocol violation: {why}; the test process was replaced"
         self.notes.add(note)
         if victim is not None and victim not in self.results:
-            self.results[victim] = {"event": "result", "test": victim, "outcome": "failed",
-                                    "message": f"the grader's channel was misused while this test ran ({why})",
-                                    "duration": 0.0, "stdout": ""}
+            self.results[victim] = {
+                "event": "result",
+                "test": victim,
+                "outcome": "failed",
+                "message": f"the grader's channel was misused while this test ran ({why})",
+                "duration": 0.0,
+                "stdout": "",
+            }
             self.started.setdefault(victim, 0.0)
         if victim == self.running:
             self.running = None
@@ -342,20 +375,28 @@ class OracleServer:
         wanted = [(v, self.store.expected_keys(test_id, v)) for v in alive]
         wanted = [(v, keys) for v, keys in wanted if keys]
         if not wanted:
-            return Verdict(ok=False, recorded=False,
-                           message="the reference recorded no value for this test, so the grader has no "
-                                   "evidence for it (run `lmgrade record`)")
+            return Verdict(
+                ok=False,
+                recorded=False,
+                message="the reference recorded no value for this test, so the grader has no "
+                "evidence for it (run `lmgrade record`)",
+            )
         matched = rec.matched if rec is not None else set()
         for _, keys in wanted:
             if set(keys) <= matched:
                 return Verdict(ok=True)
         _, keys = wanted[0]
         missing = [k for k in keys if k not in matched]
-        return Verdict(ok=False, message="the test did not send " + ", ".join(f"`{k}`" for k in missing[:5])
-                       + (" (it stopped before computing them)" if rec is None or not rec.matched else ""))
+        return Verdict(
+            ok=False,
+            message="the test did not send "
+            + ", ".join(f"`{k}`" for k in missing[:5])
+            + (" (it stopped before computing them)" if rec is None or not rec.matched else ""),
+        )
 
 
 # -- child side ----------------------------------------------------------------------------------
+
 
 class OracleClient:
     """Used by the plugin inside the test process: events out, values sent and answered."""
@@ -391,7 +432,7 @@ class OracleClient:
         while True:
             line = self._read_line(REPLY_TIMEOUT)
             if line.startswith(prefix):
-                answer = json.loads(line[len(prefix):])
+                answer = json.loads(line[len(prefix) :])
                 if answer.get("key") == key:
                     return answer
 

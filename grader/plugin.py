@@ -64,6 +64,7 @@ MAX_CAPTURED = 2000
 
 # -- options and configuration -------------------------------------------------------------
 
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     childargs.add_options(parser.getgroup("lmgrade"))
 
@@ -111,7 +112,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     sub = config.getoption("lmgrade_submission")
-    mode = f"recording variant {config.getoption('lmgrade_record')}" if config.getoption("lmgrade_record") else "grading"
+    mode = (
+        f"recording variant {config.getoption('lmgrade_record')}" if config.getoption("lmgrade_record") else "grading"
+    )
     return [f"lmgrade: {mode} submission {sub or '(none given: pass --submission DIR)'}"]
 
 
@@ -130,6 +133,7 @@ def _exit_if_forked(state: _State) -> None:
 
 
 # -- collection: find the assignment, stage the submission ---------------------------------
+
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     state = config.stash[_STATE_KEY]
@@ -154,8 +158,11 @@ def _warm_up_guards(state: _State, items: list[pytest.Item]) -> None:
     """Entering a torch mode the first time imports torch._dynamo (about 2 s): do it now, before
     any test's timeout runs, rather than inside the first guarded test (where a timeout could
     also cut the import in half and break later tests)."""
-    guarded = state.static_rules is None and state.assignment is not None and \
-        any(state.assignment.rules_for(i.stash[_TEST_ID]) for i in items)
+    guarded = (
+        state.static_rules is None
+        and state.assignment is not None
+        and any(state.assignment.rules_for(i.stash[_TEST_ID]) for i in items)
+    )
     if guarded or "grader.properties" in sys.modules:
         import torch
 
@@ -188,8 +195,12 @@ def _setup(state: _State, config: pytest.Config, items: list[pytest.Item]) -> No
         state.staged = stage(state.assignment, sub_path, Path(state.tmp.name))
     sys.path.insert(0, str(state.staged.path))
     os.chdir(state.staged.path)  # student code opens relative paths (data/, configs/) from its folder
-    compat.prepare(state.assignment, cuda=state.staged.cuda, device=state.device,
-                   note=lambda text: _emit(state, {"event": "note", "text": text}))
+    compat.prepare(
+        state.assignment,
+        cuda=state.staged.cuda,
+        device=state.device,
+        note=lambda text: _emit(state, {"event": "note", "text": text}),
+    )
     state.modules = Modules(state.staged, state.assignment.fixtures_dir)
     state.modules._lmgrade_state = state
     state.checker = _choose_checker(state, config)
@@ -236,11 +247,16 @@ def _project_root_for(suite_root: Path, assignment_id: str) -> Path:
 
 def _test_id(state: _State, item: pytest.Item) -> str:
     path = Path(item.path)
-    rel = path.relative_to(state.suite_root).as_posix() if state.suite_root and path.is_relative_to(state.suite_root) else path.name
+    rel = (
+        path.relative_to(state.suite_root).as_posix()
+        if state.suite_root and path.is_relative_to(state.suite_root)
+        else path.name
+    )
     return rel + "::" + "::".join(item.nodeid.split("::")[1:])
 
 
 # -- per-test: seed, rules, snapshot bookkeeping --------------------------------------------
+
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -294,8 +310,11 @@ def _note_tampering(state: _State, replaced: list[str], *, during_test: bool) ->
     names = ", ".join(replaced[:5]) + (f" and {len(replaced) - 5} more" if len(replaced) > 5 else "")
     _emit(state, {"event": "note", "text": f"the submission replaced {names}; the originals were put back"})
     if during_test:
-        pytest.fail(f"the submission replaced {names} while this test ran; the grader's and the "
-                    "libraries' functions must not be changed", pytrace=False)
+        pytest.fail(
+            f"the submission replaced {names} while this test ran; the grader's and the "
+            "libraries' functions must not be changed",
+            pytrace=False,
+        )
 
 
 @pytest.fixture
@@ -350,7 +369,7 @@ class _FailingProxy:
 
 @pytest.fixture
 def device(request: pytest.FixtureRequest) -> str:
-    """"cpu", or "cuda" when the suite runs with --lmgrade-device cuda."""
+    """ "cpu", or "cuda" when the suite runs with --lmgrade-device cuda."""
     return request.config.stash[_STATE_KEY].device
 
 
@@ -378,8 +397,17 @@ class Snapshot:
         self.alive: list[str] = self._checker.variants()
         self.seen: dict = {}
 
-    def check(self, key: str, value, *, rtol: float | None = None, atol: float | None = None,
-              mask=None, hint: str | None = None, dtypes=None) -> None:
+    def check(
+        self,
+        key: str,
+        value,
+        *,
+        rtol: float | None = None,
+        atol: float | None = None,
+        mask=None,
+        hint: str | None = None,
+        dtypes=None,
+    ) -> None:
         """``value`` must match what the reference gave for ``key`` (shape, dtype, values).
         A tensor's dtype must be the reference's exactly, unless ``dtypes`` lists the accepted ones."""
         __tracebackhide__ = True
@@ -402,8 +430,18 @@ class Snapshot:
             self.failed = True
             pytest.fail(_not_implemented(value) or f"`{key}`: {err}", pytrace=False)
         self.checked.append(key)
-        problem = self._checker.send(self, key, tree, arrays, tol=tol, mask=mask, hint=hint, rule=rule, params=params,
-                                     dtypes=tuple(str(d).removeprefix("torch.") for d in dtypes) if dtypes else None)
+        problem = self._checker.send(
+            self,
+            key,
+            tree,
+            arrays,
+            tol=tol,
+            mask=mask,
+            hint=hint,
+            rule=rule,
+            params=params,
+            dtypes=tuple(str(d).removeprefix("torch.") for d in dtypes) if dtypes else None,
+        )
         if problem:
             self.failed = True
             pytest.fail(problem, pytrace=False)
@@ -446,8 +484,9 @@ class RecordingChecker(Checker):
         if rule is not None:
             if rule not in self.rules:
                 return f"`{key}`: no rule named {rule!r} (grader.judges or the suite's judges.py)"
-            problems = self.rules.evaluate(rule, Evidence(key=key, value=value, params=params or {}, expected=value,
-                                                          seen=snap.seen, reveal=True))
+            problems = self.rules.evaluate(
+                rule, Evidence(key=key, value=value, params=params or {}, expected=value, seen=snap.seen, reveal=True)
+            )
             if problems:
                 return "the reference does not satisfy its own rule: " + "; ".join(problems)
         snap.seen[key] = value
@@ -480,12 +519,15 @@ class LocalChecker(Checker):
         return list(self.store.variants)
 
     def send(self, snap, key, tree, arrays, **spec):
-        alive, problems = self.store.match(snap.test_id, snap.alive, key, tree, arrays, reveal=snap.reveal,
-                                           seen=snap.seen)
+        alive, problems = self.store.match(
+            snap.test_id, snap.alive, key, tree, arrays, reveal=snap.reveal, seen=snap.seen
+        )
         snap.seen[key] = decode(tree, arrays)
         if problems is None:
-            return (f"no snapshot recorded for key `{key}` of {snap.test_id}; "
-                    f"run `lmgrade record {snap._state.assignment.id}`")
+            return (
+                f"no snapshot recorded for key `{key}` of {snap.test_id}; "
+                f"run `lmgrade record {snap._state.assignment.id}`"
+            )
         if problems:
             return "; ".join(problems)
         snap.alive = alive
@@ -522,6 +564,7 @@ def _to_numpy(x):
 
 
 # -- reports: one outcome per test ------------------------------------------------------------
+
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
@@ -573,15 +616,18 @@ def _finish(state: _State, item: pytest.Item, reports: list[pytest.TestReport]) 
         if rep.skipped and outcome == "passed":
             outcome = "skipped"
             message = _skip_reason(rep)
-    captured = "".join(
-        getattr(rep, "capstdout", "") + getattr(rep, "capstderr", "") for rep in reports
-    )[-MAX_CAPTURED:]
+    captured = "".join(getattr(rep, "capstdout", "") + getattr(rep, "capstderr", "") for rep in reports)[-MAX_CAPTURED:]
     if isinstance(state.checker, RecordingChecker) and outcome in ("failed", "error"):
         state.record_failures.append(f"{test_id}: {outcome}: {message}")
     decor = gradescope.decorator_values(item)
     event = {
-        "event": "result", "test": test_id, "outcome": outcome, "message": message[:MAX_MESSAGE],
-        "duration": sum(r.duration for r in reports), "stdout": captured, **decor,
+        "event": "result",
+        "test": test_id,
+        "outcome": outcome,
+        "message": message[:MAX_MESSAGE],
+        "duration": sum(r.duration for r in reports),
+        "stdout": captured,
+        **decor,
     }
     if getattr(item, "_lmgrade_restart", False):
         event["restart"] = True
@@ -602,8 +648,11 @@ def _message(excinfo: pytest.ExceptionInfo, item: pytest.Item) -> str:
         return f"not implemented yet: NotImplementedError{where}" + (f": {exc}" if str(exc) else "")
     if isinstance(exc, AssertionError) and not where:  # the test's own assertion
         return str(exc).strip() or "assertion failed"
-    if isinstance(exc, (TypeError, AttributeError)) and not where and \
-            ("'ellipsis'" in str(exc) or "'NoneType'" in str(exc)):  # the test used a placeholder's result
+    if (
+        isinstance(exc, (TypeError, AttributeError))
+        and not where
+        and ("'ellipsis'" in str(exc) or "'NoneType'" in str(exc))
+    ):  # the test used a placeholder's result
         returned = "`...`" if "'ellipsis'" in str(exc) else "None"
         return f"not implemented yet? a function returned {returned} ({type(exc).__name__}: {exc})"
     return describe_exception(exc, where)  # from student code, or a library it called
@@ -627,12 +676,14 @@ def _skip_reason(rep: pytest.TestReport) -> str:
 
 # -- gradescope-utils decorators ----------------------------------------------------------------
 
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_pyfunc_call(pyfuncitem: pytest.Function):
     return gradescope.run_with_own_setters(pyfuncitem)
 
 
 # -- end of session: write recorded snapshots -----------------------------------------------------
+
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state = session.config.stash.get(_STATE_KEY, None)
@@ -645,7 +696,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.config._lmgrade_record_error = f"pytest ended with {pytest.ExitCode(exitstatus).name}"
         return
     if state.record_failures:
-        session.config._lmgrade_record_error = "the reference fails these tests:\n  " + "\n  ".join(state.record_failures)
+        session.config._lmgrade_record_error = "the reference fails these tests:\n  " + "\n  ".join(
+            state.record_failures
+        )
         session.exitstatus = 1
         return
     state.checker.writer.write()

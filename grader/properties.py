@@ -12,8 +12,15 @@ import torch
 
 from grader.guards import count_ops, forbid
 
-__all__ = ["assert_causal", "assert_loss_decreases", "assert_no_loop", "count_ops", "forbid", "op_counts",
-           "perturb_after"]
+__all__ = [
+    "assert_causal",
+    "assert_loss_decreases",
+    "assert_no_loop",
+    "count_ops",
+    "forbid",
+    "op_counts",
+    "perturb_after",
+]
 
 
 def op_counts(run: Callable[[int], object], sizes: Sequence[int] = (8, 16)) -> list[int]:
@@ -22,20 +29,24 @@ def op_counts(run: Callable[[int], object], sizes: Sequence[int] = (8, 16)) -> l
     return [count_ops(run, n)[0] for n in sizes]
 
 
-def perturb_after(tokens: torch.Tensor, position: int, vocab_size: int,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
+def perturb_after(
+    tokens: torch.Tensor, position: int, vocab_size: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """A copy of the (B, S) ``tokens`` with every token after ``position`` changed: the input of
     the second half of a causality observation (``prefix_unchanged``)."""
     changed = tokens.clone()
-    tail = changed[:, position + 1:]
+    tail = changed[:, position + 1 :]
     if tail.numel() == 0:
         raise ValueError("position must leave at least one later token to change")
-    changed[:, position + 1:] = (tail + 1 + torch.randint(0, vocab_size - 1, tail.shape, generator=generator)) % vocab_size
+    changed[:, position + 1 :] = (
+        tail + 1 + torch.randint(0, vocab_size - 1, tail.shape, generator=generator)
+    ) % vocab_size
     return changed
 
 
-def assert_no_loop(run: Callable[[int], object], sizes: Sequence[int] = (8, 16), *, what: str = "the sequence length",
-                   slack: int = 0) -> None:
+def assert_no_loop(
+    run: Callable[[int], object], sizes: Sequence[int] = (8, 16), *, what: str = "the sequence length", slack: int = 0
+) -> None:
     """Fail if the number of dispatched tensor operations grows with ``what``.
 
     ``run(n)`` builds inputs of size ``n`` and calls the code under test. A vectorised
@@ -57,24 +68,34 @@ def assert_no_loop(run: Callable[[int], object], sizes: Sequence[int] = (8, 16),
         )
 
 
-def assert_causal(logits_of: Callable[[torch.Tensor], torch.Tensor], tokens: torch.Tensor, position: int,
-                  vocab_size: int, *, atol: float = 1e-5, generator: torch.Generator | None = None) -> None:
+def assert_causal(
+    logits_of: Callable[[torch.Tensor], torch.Tensor],
+    tokens: torch.Tensor,
+    position: int,
+    vocab_size: int,
+    *,
+    atol: float = 1e-5,
+    generator: torch.Generator | None = None,
+) -> None:
     """Changing the tokens after ``position`` must leave outputs up to ``position`` unchanged.
 
     ``logits_of(tokens)`` returns a (B, S, ...) tensor; ``tokens`` is (B, S) of token ids.
     """
     __tracebackhide__ = True
     changed = tokens.clone()
-    tail = changed[:, position + 1:]
+    tail = changed[:, position + 1 :]
     if tail.numel() == 0:
         raise ValueError("position must leave at least one later token to change")
-    changed[:, position + 1:] = (tail + 1 + torch.randint(0, vocab_size - 1, tail.shape, generator=generator)) % vocab_size
+    changed[:, position + 1 :] = (
+        tail + 1 + torch.randint(0, vocab_size - 1, tail.shape, generator=generator)
+    ) % vocab_size
     with torch.no_grad():
         before = logits_of(tokens)[:, : position + 1]
         after = logits_of(changed)[:, : position + 1]
     if before.shape != after.shape:
-        pytest.fail(f"output shape changed with the input values: {tuple(before.shape)} vs {tuple(after.shape)}",
-                    pytrace=False)
+        pytest.fail(
+            f"output shape changed with the input values: {tuple(before.shape)} vs {tuple(after.shape)}", pytrace=False
+        )
     diff = (before - after).abs()
     if not torch.all(diff <= atol):
         worst = int(diff.flatten(2).amax(-1).amax(0).argmax()) if diff.dim() >= 3 else 0

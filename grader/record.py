@@ -30,8 +30,10 @@ def record(assignment: Assignment, *, timeout: float | None = None, out: Path | 
     defined = load_variants(assignment)  # a stale edit fails here, before anything runs
     if DEFAULT_VARIANT in defined:
         raise RecordError(f"{assignment.id}: a variant may not be called {DEFAULT_VARIANT!r}")
-    with tempfile.TemporaryDirectory(prefix="lmgrade-record-") as tmp, \
-            tempfile.TemporaryDirectory(prefix="lmgrade-variants-") as overlays_tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="lmgrade-record-") as tmp,
+        tempfile.TemporaryDirectory(prefix="lmgrade-variants-") as overlays_tmp,
+    ):
         variants: dict[str, tuple[Path, ...]] = {DEFAULT_VARIANT: ()}
         for name, variant in defined.items():
             overlay = Path(overlays_tmp) / name
@@ -54,11 +56,19 @@ def _record_variant(assignment, variant, overlays, work: Path, out: Path, timeou
     if staged.errors:
         raise RecordError(f"variant {variant}: the reference is incomplete: {staged.errors}")
     outcomes = work / "outcomes.jsonl"
-    cmd = pytest_command(assignment, staged.path, float(timeout or assignment.timeout) * 4,
-                         [str(assignment.suite_dir)], outcomes=outcomes, record=variant, snapshots=out)
+    cmd = pytest_command(
+        assignment,
+        staged.path,
+        float(timeout or assignment.timeout) * 4,
+        [str(assignment.suite_dir)],
+        outcomes=outcomes,
+        record=variant,
+        snapshots=out,
+    )
     log = work / "record.log"
     with open(log, "wb") as fh:
-        rc = subprocess.call(cmd, cwd=staged.path, stdout=fh, stderr=subprocess.STDOUT,
-                             stdin=subprocess.DEVNULL, env=child_env())
+        rc = subprocess.call(
+            cmd, cwd=staged.path, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=child_env()
+        )
     if rc != 0:
         raise RecordError(f"recording variant {variant!r} failed (pytest exit code {rc}):\n{tail_of(log)}")

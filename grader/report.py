@@ -69,8 +69,15 @@ class GradeReport:
         return round(sum(t.evidence_score for t in self.tests), 6)
 
 
-def score(assignment: Assignment, events: dict[str, dict], notes: list[str], elapsed: float, label: str,
-          oracle: OracleServer | None = None, static: dict | None = None) -> GradeReport:
+def score(
+    assignment: Assignment,
+    events: dict[str, dict],
+    notes: list[str],
+    elapsed: float,
+    label: str,
+    oracle: OracleServer | None = None,
+    static: dict | None = None,
+) -> GradeReport:
     """Points for each rubric test from the run's events, judged by the parent's evidence.
 
     ``static`` maps a rule's name to what the parent found in the submission's source that breaks
@@ -85,8 +92,16 @@ def score(assignment: Assignment, events: dict[str, dict], notes: list[str], ela
         listed.add(spec.test_id)
         cases = by_base.get(spec.test_id)
         if not cases:
-            results.append(_result(spec, spec.test_id, {"outcome": "not run", "message": "this test did not run"},
-                                   spec.points, assignment, oracle))
+            results.append(
+                _result(
+                    spec,
+                    spec.test_id,
+                    {"outcome": "not run", "message": "this test did not run"},
+                    spec.points,
+                    assignment,
+                    oracle,
+                )
+            )
             continue
         share = spec.points / len(cases)
         for ev in sorted(cases, key=lambda e: e["test"]):
@@ -130,14 +145,16 @@ def _apply_requirements(assignment: Assignment, results: list[TestResult]) -> No
         for r in by_base.get(spec.test_id, []):
             if failing and r.score > 0:
                 r.score = 0.0
-                r.message = (r.message + "; " if r.message else "") + \
-                    f"its points also need {failing[0].split('::')[-1]} ({failing[0].split('/')[0]}) to pass"
+                r.message = (
+                    r.message + "; " if r.message else ""
+                ) + f"its points also need {failing[0].split('::')[-1]} ({failing[0].split('/')[0]}) to pass"
             if failing_evidence:
                 r.evidence_score, r.evidence_ok = 0.0, False
 
 
-def _result(spec: TestSpec, test_id: str, ev: dict, max_score: float, assignment: Assignment,
-            oracle: OracleServer | None) -> TestResult:
+def _result(
+    spec: TestSpec, test_id: str, ev: dict, max_score: float, assignment: Assignment, oracle: OracleServer | None
+) -> TestResult:
     outcome = ev.get("outcome", "not run")
     message = ev.get("message", "")
     child_judged = assignment.is_child_judged(test_id)
@@ -157,11 +174,19 @@ def _result(spec: TestSpec, test_id: str, ev: dict, max_score: float, assignment
     if child_judged and ev.get("tags"):
         extra["tags"] = ev["tags"]
     return TestResult(
-        test_id=test_id, outcome=outcome, message=message, stdout=ev.get("stdout", ""),
-        duration=float(ev.get("duration", 0.0)), score=round(earned, 6), max_score=round(max_score, 6),
-        question=spec.question, question_name=spec.question_name,
-        visibility=_visibility(assignment.visibility_for(test_id), ev.get("visibility")), extra=extra,
-        evidence_score=round(max_score if evidence_ok else 0.0, 6), evidence_ok=evidence_ok,
+        test_id=test_id,
+        outcome=outcome,
+        message=message,
+        stdout=ev.get("stdout", ""),
+        duration=float(ev.get("duration", 0.0)),
+        score=round(earned, 6),
+        max_score=round(max_score, 6),
+        question=spec.question,
+        question_name=spec.question_name,
+        visibility=_visibility(assignment.visibility_for(test_id), ev.get("visibility")),
+        extra=extra,
+        evidence_score=round(max_score if evidence_ok else 0.0, 6),
+        evidence_ok=evidence_ok,
     )
 
 

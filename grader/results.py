@@ -20,17 +20,26 @@ from grader.report import GradeReport, TestResult
 MAX_TEST_OUTPUT = 20_000
 MAX_OUTPUT = 90_000  # under Gradescope's 100,000 with room for its own truncation marker
 STATUS_WORDS = {
-    "passed": "passed", "failed": "failed", "error": "error", "skipped": "skipped",
-    "timeout": "timed out", "crashed": "crashed", "not run": "not run",
+    "passed": "passed",
+    "failed": "failed",
+    "error": "error",
+    "skipped": "skipped",
+    "timeout": "timed out",
+    "crashed": "crashed",
+    "not run": "not run",
 }
 
 
 def build_results(report: GradeReport) -> dict:
     tests = [_test_entry(t) for t in report.tests]
     leaderboard = [
-        {"name": t.extra["leaderboard_column"], "value": t.extra.get("leaderboard_value"),
-         "order": t.extra.get("leaderboard_order", "desc")}
-        for t in report.tests if "leaderboard_column" in t.extra
+        {
+            "name": t.extra["leaderboard_column"],
+            "value": t.extra.get("leaderboard_value"),
+            "order": t.extra.get("leaderboard_order", "desc"),
+        }
+        for t in report.tests
+        if "leaderboard_column" in t.extra
     ]
     lines = [f"{report.assignment.title}", f"Autograded score: {report.score:g} / {report.max_score:g}"]
     if report.interrupted:

@@ -26,36 +26,53 @@ from pathlib import Path
 # These are facts about torch, not about any assignment.
 OP_GROUPS: dict[str, tuple[str, ...]] = {
     "@layer_norm": (
-        "torch.nn.functional.layer_norm", "torch.layer_norm", "torch.native_layer_norm",
-        "aten.layer_norm", "aten.native_layer_norm",
+        "torch.nn.functional.layer_norm",
+        "torch.layer_norm",
+        "torch.native_layer_norm",
+        "aten.layer_norm",
+        "aten.native_layer_norm",
     ),
     "@sdpa": (
         "torch.nn.functional.scaled_dot_product_attention",
-        "aten.scaled_dot_product_attention", "aten._scaled_dot_product_attention_math",
-        "aten._scaled_dot_product_flash_attention", "aten._scaled_dot_product_flash_attention_for_cpu",
-        "aten._scaled_dot_product_efficient_attention", "aten._scaled_dot_product_cudnn_attention",
+        "aten.scaled_dot_product_attention",
+        "aten._scaled_dot_product_attention_math",
+        "aten._scaled_dot_product_flash_attention",
+        "aten._scaled_dot_product_flash_attention_for_cpu",
+        "aten._scaled_dot_product_efficient_attention",
+        "aten._scaled_dot_product_cudnn_attention",
         "aten._fused_sdp_choice",
     ),
     "@multihead_attention": (
-        "torch.nn.functional.multi_head_attention_forward", "aten._native_multi_head_attention",
+        "torch.nn.functional.multi_head_attention_forward",
+        "aten._native_multi_head_attention",
     ),
     "@transformer": (
-        "aten._transformer_encoder_layer_fwd", "aten._native_multi_head_attention",
+        "aten._transformer_encoder_layer_fwd",
+        "aten._native_multi_head_attention",
     ),
 }
 # torch.nn module classes and the forbidden functions their forward calls (facts about torch).
 CLASS_CALLS: dict[str, tuple[str, ...]] = {
     "torch.nn.LayerNorm": ("torch.nn.functional.layer_norm",),
     "torch.nn.modules.normalization.LayerNorm": ("torch.nn.functional.layer_norm",),
-    "torch.nn.MultiheadAttention": ("torch.nn.functional.multi_head_attention_forward",
-                                    "torch.nn.functional.scaled_dot_product_attention"),
-    "torch.nn.TransformerEncoderLayer": ("aten._transformer_encoder_layer_fwd", "torch.nn.functional.layer_norm",
-                                         "torch.nn.functional.multi_head_attention_forward"),
-    "torch.nn.TransformerDecoderLayer": ("torch.nn.functional.layer_norm",
-                                         "torch.nn.functional.multi_head_attention_forward"),
+    "torch.nn.MultiheadAttention": (
+        "torch.nn.functional.multi_head_attention_forward",
+        "torch.nn.functional.scaled_dot_product_attention",
+    ),
+    "torch.nn.TransformerEncoderLayer": (
+        "aten._transformer_encoder_layer_fwd",
+        "torch.nn.functional.layer_norm",
+        "torch.nn.functional.multi_head_attention_forward",
+    ),
+    "torch.nn.TransformerDecoderLayer": (
+        "torch.nn.functional.layer_norm",
+        "torch.nn.functional.multi_head_attention_forward",
+    ),
     "torch.nn.TransformerEncoder": ("aten._transformer_encoder_layer_fwd", "torch.nn.functional.layer_norm"),
-    "torch.nn.TransformerDecoder": ("torch.nn.functional.layer_norm",
-                                    "torch.nn.functional.multi_head_attention_forward"),
+    "torch.nn.TransformerDecoder": (
+        "torch.nn.functional.layer_norm",
+        "torch.nn.functional.multi_head_attention_forward",
+    ),
     "torch.nn.Transformer": ("torch.nn.functional.layer_norm", "torch.nn.functional.multi_head_attention_forward"),
 }
 DYNAMIC_BUILTINS = frozenset({"eval", "exec", "compile", "__import__"})
@@ -278,11 +295,14 @@ def _callee(tree: ast.Module, cls, func: ast.AST):
     """The function of this file a call reaches: ``name(...)`` (a top-level function) or
     ``self.name(...)`` (a method of the same class)."""
     if isinstance(func, ast.Name):
-        return next((n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
-                     and n.name == func.id), None)
+        return next(
+            (n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == func.id), None
+        )
     if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id == "self" and cls:
-        return next((n for n in cls.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
-                     and n.name == func.attr), None)
+        return next(
+            (n for n in cls.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == func.attr),
+            None,
+        )
     return None
 
 
@@ -295,15 +315,25 @@ def _fixed(iterable: ast.AST) -> bool:
     depend on the data (not a loop over heads, batch or positions)."""
     if isinstance(iterable, (ast.Tuple, ast.List)):
         return True
-    return (isinstance(iterable, ast.Call) and isinstance(iterable.func, ast.Name) and iterable.func.id == "range"
-            and all(isinstance(a, ast.Constant) for a in iterable.args))
+    return (
+        isinstance(iterable, ast.Call)
+        and isinstance(iterable.func, ast.Name)
+        and iterable.func.id == "range"
+        and all(isinstance(a, ast.Constant) for a in iterable.args)
+    )
 
 
 def _find_function(tree: ast.AST, parts: list[str]):
     scope = tree.body
     for part in parts:
-        match = next((n for n in scope if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
-                      and n.name == part), None)
+        match = next(
+            (
+                n
+                for n in scope
+                if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and n.name == part
+            ),
+            None,
+        )
         if match is None:
             return None
         scope = match.body

@@ -103,8 +103,9 @@ class GradeOptions:
         return self.warm if self.warm is not None else os.environ.get("LMGRADE_WARM") == "1"
 
 
-def grade(assignment: Assignment, submission: Path | None, options: GradeOptions | None = None,
-          **overrides) -> GradeReport:
+def grade(
+    assignment: Assignment, submission: Path | None, options: GradeOptions | None = None, **overrides
+) -> GradeReport:
     """Grade ``submission`` (a folder) and, if asked, write Gradescope's results.json.
 
     ``overrides`` are fields of ``GradeOptions`` (``grade(a, path, timeout=5)``).
@@ -129,10 +130,22 @@ def grade(assignment: Assignment, submission: Path | None, options: GradeOptions
         if staged is not None:
             on_progress = None
             if opts.results_path is not None:
+
                 def on_progress(evts, oracle_now):  # a global kill still leaves the tests so far
                     write = _results_writer()
-                    write(score(assignment, evts, notes, time.time() - started, opts.label or "", oracle=oracle_now,
-                                static=static), opts.results_path)
+                    write(
+                        score(
+                            assignment,
+                            evts,
+                            notes,
+                            time.time() - started,
+                            opts.label or "",
+                            oracle=oracle_now,
+                            static=static,
+                        ),
+                        opts.results_path,
+                    )
+
             run = SuiteRun(assignment, staged, tmp_path, opts, stop=stop, on_progress=on_progress)
             try:
                 events, log_tail = run.run()
@@ -142,10 +155,19 @@ def grade(assignment: Assignment, submission: Path | None, options: GradeOptions
             notes += run.notes.as_list()
         if staged is None and not events:  # nothing ran: each test says why
             why = notes[-1] if notes else "this test did not run"
-            events = {t.test_id: {"event": "result", "test": t.test_id, "outcome": "not run", "message": why,
-                                  "stdout": ""} for t in assignment.tests}
-        report = score(assignment, events, notes, time.time() - started, opts.label or str(submission), oracle=oracle,
-                       static=static)
+            events = {
+                t.test_id: {"event": "result", "test": t.test_id, "outcome": "not run", "message": why, "stdout": ""}
+                for t in assignment.tests
+            }
+        report = score(
+            assignment,
+            events,
+            notes,
+            time.time() - started,
+            opts.label or str(submission),
+            oracle=oracle,
+            static=static,
+        )
         report.log_tail = log_tail
         report.interrupted = stop.requested
     if opts.results_path is not None:
@@ -163,13 +185,14 @@ def _stage(assignment, submission, tmp_path: Path, opts: GradeOptions, notes: li
     """Stage the submission; any failure of staging becomes a note, never an exception."""
     try:
         staged = stage(assignment, submission, tmp_path / "submission", base=opts.base, overlays=opts.overlays)
-    except Exception as err:  # noqa: BLE001 - a submission must never crash the grader
+    except Exception as err:
         notes.append(f"the submission could not be staged: {type(err).__name__}: {str(err)[:400]}")
         return None
     if not staged.found and submission is not None:
         expected = " and ".join(" or ".join(names) for names in assignment.modules.values())
-        notes.append(f"{NOTHING_TO_GRADE}: the submission has no {expected}, the files the handout names; "
-                     "no test was run")
+        notes.append(
+            f"{NOTHING_TO_GRADE}: the submission has no {expected}, the files the handout names; no test was run"
+        )
         return None
     notes += list(staged.notes) + [f"{alias}: {msg}" for alias, msg in staged.errors.items()]
     env = getattr(assignment, "environment", None)
@@ -229,7 +252,7 @@ class _BoundedLog:
             self.head += chunk[:room]
             chunk = chunk[room:]
         if chunk:
-            self.tail = (self.tail + chunk)[-self.keep:]
+            self.tail = (self.tail + chunk)[-self.keep :]
 
     def text(self) -> str:
         skipped = self.total - len(self.head) - len(self.tail)
@@ -240,8 +263,16 @@ class _BoundedLog:
 class SuiteRun:
     """One grading run of a staged submission: children started, watched, replaced, cleaned up."""
 
-    def __init__(self, assignment: Assignment, staged: StagedSubmission, workdir: Path, opts: GradeOptions, *,
-                 stop: StopFlag | None = None, on_progress=None):
+    def __init__(
+        self,
+        assignment: Assignment,
+        staged: StagedSubmission,
+        workdir: Path,
+        opts: GradeOptions,
+        *,
+        stop: StopFlag | None = None,
+        on_progress=None,
+    ):
         self.assignment, self.staged, self.workdir, self.opts = assignment, staged, workdir, opts
         self.per_test = float(opts.timeout or assignment.timeout)
         self.stop, self.on_progress = stop, on_progress
@@ -268,16 +299,23 @@ class SuiteRun:
             os.chmod(self.workdir, 0o711)
             give(self.staged.path, box.uid)
             give(home, box.uid)
-            needed = [self.assignment.suite_dir, self.staged.path] + \
-                [p for p in (self.assignment.fixtures_dir,) if p.is_dir()] + child_readable_paths(self.assignment)
+            needed = (
+                [self.assignment.suite_dir, self.staged.path]
+                + [p for p in (self.assignment.fixtures_dir,) if p.is_dir()]
+                + child_readable_paths(self.assignment)
+            )
             lock_down([self.assignment.root], box.uid, needed=needed, python=self.child_python(), engine=engine_dir())
             self.private_tmp = private_tmp_targets(box, [*needed, self.workdir, _prefix(self.child_python())])
             if "/tmp" not in self.private_tmp:
-                self.notes.add("/tmp could not be made private to this run (the suite or the run lives there): "
-                               "what the submission leaves there is removed at the end instead")
+                self.notes.add(
+                    "/tmp could not be made private to this run (the suite or the run lives there): "
+                    "what the submission leaves there is removed at the end instead"
+                )
         elif self.opts.secure:
-            self.notes.add("not graded as root: the submission ran as the current user, without a uid of its own, "
-                           "so it could read what this user can read (on Gradescope it cannot)")
+            self.notes.add(
+                "not graded as root: the submission ran as the current user, without a uid of its own, "
+                "so it could read what this user can read (on Gradescope it cannot)"
+            )
         return child_args(config=config)
 
     def child_python(self) -> str:
@@ -288,7 +326,9 @@ class SuiteRun:
         if self.opts.secure:
             from grader.judges import load_rulebook
 
-            self.oracle.store = SnapshotStore(self.assignment.snapshots_dir, rules=load_rulebook(self.assignment.suite_dir))
+            self.oracle.store = SnapshotStore(
+                self.assignment.snapshots_dir, rules=load_rulebook(self.assignment.suite_dir)
+            )
         box = open_sandbox(new_token(), limits=self.opts.limits) if self.opts.secure else Sandbox(token=new_token())
         try:
             extra = self._prepare(box)
@@ -298,13 +338,21 @@ class SuiteRun:
         finally:
             box.release()
         if self.oracle.rejected:
-            self.notes.add(f"{self.oracle.rejected} messages on the grader's channel did not come from the grader "
-                           "or broke its protocol, and were ignored")
-        why_unrun = INTERRUPTED if self.stop is not None and self.stop.requested else \
-            "stopped after the first failure" if self.stopped_early else "this test did not run"
+            self.notes.add(
+                f"{self.oracle.rejected} messages on the grader's channel did not come from the grader "
+                "or broke its protocol, and were ignored"
+            )
+        why_unrun = (
+            INTERRUPTED
+            if self.stop is not None and self.stop.requested
+            else "stopped after the first failure"
+            if self.stopped_early
+            else "this test did not run"
+        )
         for t in self.oracle.collected or ():
-            self.events.setdefault(t, {"event": "result", "test": t, "outcome": "not run",
-                                       "message": why_unrun, "stdout": ""})
+            self.events.setdefault(
+                t, {"event": "result", "test": t, "outcome": "not run", "message": why_unrun, "stdout": ""}
+            )
         return self.events, self.log.text()
 
     def _run_children(self, box: Sandbox, extra: list[str]) -> None:
@@ -316,9 +364,11 @@ class SuiteRun:
             child.run()
             running = self.oracle.running
             if running is not None and running not in self.events:
-                self._record(running, child.why_stopped or
-                             f"the test process died while running this test ({_describe_exit(child.rc)})",
-                             "timeout" if child.timed_out else "crashed")
+                self._record(
+                    running,
+                    child.why_stopped or f"the test process died while running this test ({_describe_exit(child.rc)})",
+                    "timeout" if child.timed_out else "crashed",
+                )
             self.oracle.running = None
             if self.stop is not None and self.stop.requested:
                 self.notes.add(f"{INTERRUPTED} ({self.stop.signal_name}) before every test had run")
@@ -334,13 +384,18 @@ class SuiteRun:
                 self.notes.add("the tests could not be collected" + (": " + " | ".join(last) if last else ""))
                 return
             remaining = [t for t in self.oracle.collected if t not in self.events]
-            if not remaining or not child.progressed or (running is None and child.rc in (0, 1)
-                                                          and not child.restart):
+            if not remaining or not child.progressed or (running is None and child.rc in (0, 1) and not child.restart):
                 return
 
     def _record(self, test_id: str, message: str, outcome: str) -> None:
-        self.events[test_id] = {"event": "result", "test": test_id, "outcome": outcome,
-                                "message": message, "duration": 0.0, "stdout": ""}
+        self.events[test_id] = {
+            "event": "result",
+            "test": test_id,
+            "outcome": outcome,
+            "message": message,
+            "duration": 0.0,
+            "stdout": "",
+        }
         if self.on_progress:
             self.on_progress(self.events, self.oracle)
 
@@ -351,7 +406,9 @@ class _Child:
     def __init__(self, run: SuiteRun, box: Sandbox, args: list[str], extra: list[str]):
         self.r, self.box = run, box
         self.python_prefix = child_python_prefix(run.assignment)  # pytest in the course environment
-        self.args = child_pytest_args(run.assignment, run.staged.path, run.per_test, args, run.opts.pytest_args, extra=extra)
+        self.args = child_pytest_args(
+            run.assignment, run.staged.path, run.per_test, args, run.opts.pytest_args, extra=extra
+        )
         self.rc: int | None = None
         self.timed_out = False
         self.why_stopped: str | None = None
@@ -371,10 +428,19 @@ class _Child:
             self.proc = self._spawn_warm(env, ev_w, rp_r, out_w) if self.r.opts.use_warm else None
             if self.proc is None:
                 self.proc = subprocess.Popen(
-                    wrapper_command(self.box, [*self.python_prefix, *self.args, *child_args(oracle=f"{ev_w},{rp_r}")],
-                                    self.r.private_tmp),
-                    cwd=self.r.staged.path, stdin=subprocess.DEVNULL, stdout=out_w, stderr=out_w, env=env,
-                    pass_fds=(ev_w, rp_r), start_new_session=True)
+                    wrapper_command(
+                        self.box,
+                        [*self.python_prefix, *self.args, *child_args(oracle=f"{ev_w},{rp_r}")],
+                        self.r.private_tmp,
+                    ),
+                    cwd=self.r.staged.path,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out_w,
+                    stderr=out_w,
+                    env=env,
+                    pass_fds=(ev_w, rp_r),
+                    start_new_session=True,
+                )
         finally:
             for fd in (ev_w, rp_r, out_w):
                 os.close(fd)
@@ -396,12 +462,19 @@ class _Child:
 
         spec = {"uid": self.box.uid, "limits": self.box.limits, "private_tmp": list(self.r.private_tmp)}
         try:
-            server = server_for([self.r.child_python(), "-I"], warm_preload(self.r.assignment),
-                                child_env(home=None))
+            server = server_for([self.r.child_python(), "-I"], warm_preload(self.r.assignment), child_env(home=None))
             devnull = os.open(os.devnull, os.O_RDONLY)
             try:
-                return server.spawn([*self.args, *child_args(oracle="3,4")], env=env, cwd=str(self.r.staged.path),
-                                    spec=spec, stdin=devnull, out=out_w, extra_fds=[ev_w, rp_r], fd_targets=[3, 4])
+                return server.spawn(
+                    [*self.args, *child_args(oracle="3,4")],
+                    env=env,
+                    cwd=str(self.r.staged.path),
+                    spec=spec,
+                    stdin=devnull,
+                    out=out_w,
+                    extra_fds=[ev_w, rp_r],
+                    fd_targets=[3, 4],
+                )
             finally:
                 os.close(devnull)
         except (WarmUnavailable, OSError) as err:
@@ -500,7 +573,9 @@ class _Child:
             if took > r.per_test + max(TIMING_SLACK, 0.05 * r.per_test):
                 # the parent's clock decides: pytest-timeout's alarm can be swallowed (a fork
                 # handler, a C extension) and a test must not pass by outlasting it
-                r.events[test].update(outcome="timeout", message=f"took {took:.1f} s, over its timeout of {r.per_test:g} s")
+                r.events[test].update(
+                    outcome="timeout", message=f"took {took:.1f} s, over its timeout of {r.per_test:g} s"
+                )
             self.restart = msg.get("restart") is True  # the rest of the tests get a fresh child
             if r.opts.first_evidence_failure and r.oracle.store is not None and not r.oracle.verdict(test).ok:
                 spec = r.assignment.spec_for(test)
@@ -535,15 +610,27 @@ def _test_process(keeper_pid: int) -> int | None:
 
 
 RESULT_OUTCOMES = ("passed", "failed", "error", "skipped")
-CHILD_KEYS = ("visibility", "hide_errors", "tags", "leaderboard_column", "leaderboard_order",
-              "leaderboard_value", "score")
+CHILD_KEYS = (
+    "visibility",
+    "hide_errors",
+    "tags",
+    "leaderboard_column",
+    "leaderboard_order",
+    "leaderboard_value",
+    "score",
+)
 
 
 def _clean_result(msg: dict) -> dict:
     """Only known fields, of the right types, cut to size: the child's word, checked."""
     outcome = msg.get("outcome") if msg.get("outcome") in RESULT_OUTCOMES else "error"
-    out = {"event": "result", "test": msg["test"], "outcome": outcome,
-           "message": str(msg.get("message", ""))[:MAX_MESSAGE], "stdout": str(msg.get("stdout", ""))[:MAX_STDOUT]}
+    out = {
+        "event": "result",
+        "test": msg["test"],
+        "outcome": outcome,
+        "message": str(msg.get("message", ""))[:MAX_MESSAGE],
+        "stdout": str(msg.get("stdout", ""))[:MAX_STDOUT],
+    }
     try:
         out["duration"] = float(msg.get("duration", 0.0))
     except (TypeError, ValueError):
@@ -564,45 +651,75 @@ def _clean_result(msg: dict) -> dict:
     return out
 
 
-def pytest_command(assignment: Assignment, staged_path: Path, per_test: float, targets: list[str],
-                   extra_args=(), *, extra=(), **flags) -> list[str]:
+def pytest_command(
+    assignment: Assignment, staged_path: Path, per_test: float, targets: list[str], extra_args=(), *, extra=(), **flags
+) -> list[str]:
     """The test process's command line, in the course environment; ``flags`` are plugin options
     (``grader.childargs``)."""
-    return [*child_python_prefix(assignment),
-            *child_pytest_args(assignment, staged_path, per_test, targets, extra_args, extra=extra, **flags)]
+    return [
+        *child_python_prefix(assignment),
+        *child_pytest_args(assignment, staged_path, per_test, targets, extra_args, extra=extra, **flags),
+    ]
 
 
-def child_pytest_args(assignment: Assignment, staged_path: Path, per_test: float, targets: list[str],
-                extra_args=(), *, extra=(), **flags) -> list[str]:
+def child_pytest_args(
+    assignment: Assignment, staged_path: Path, per_test: float, targets: list[str], extra_args=(), *, extra=(), **flags
+) -> list[str]:
     """pytest's arguments for a test process (what follows ``python -m pytest``)."""
     ini = staged_path.parent / "pytest.ini"
     ini.write_text("[pytest]\n", encoding="utf-8")  # keep any pyproject/pytest.ini around out of the run
     return [
         *targets,
-        "-p", "grader.plugin", "-p", "no:cacheprovider", "-c", str(ini),
-        "--rootdir", str(assignment.suite_dir), "-q", "-rN", "--no-header", "--import-mode=importlib",
+        "-p",
+        "grader.plugin",
+        "-p",
+        "no:cacheprovider",
+        "-c",
+        str(ini),
+        "--rootdir",
+        str(assignment.suite_dir),
+        "-q",
+        "-rN",
+        "--no-header",
+        "--import-mode=importlib",
         "--assert=plain",  # a message says what the test says, never pytest's introspection of it
         *child_args(assignment=assignment.id, submission=staged_path, staged=True, **flags),
-        f"--timeout={per_test:g}", "--timeout-method=signal", *extra, *extra_args,
+        f"--timeout={per_test:g}",
+        "--timeout-method=signal",
+        *extra,
+        *extra_args,
     ]
 
 
 def child_env(home: Path | None = None) -> dict[str, str]:
     """A clean environment: no user PYTHONPATH, nothing reaching the network, quiet libraries."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PYTHON", "PYTEST_", "LMGRADE_")) and k not in SECRET_ENV}
-    env.update({
-        "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0", "MPLBACKEND": "Agg",
-        "WANDB_MODE": "disabled", "WANDB_SILENT": "true", "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-        "TQDM_DISABLE": "1",  # progress bars would fill the "your code printed" section
-        "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
-        "TRANSFORMERS_VERBOSITY": "error", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
-        "OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", "1"),
-        # pyarrow's jemalloc (pandas, datasets) starts a background thread at import, and a process
-        # with a thread cannot be forked safely: the warm grader would fall back to cold starts
-        "JE_ARROW_MALLOC_CONF": "background_thread:false",
-    })
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PYTHON", "PYTEST_", "LMGRADE_")) and k not in SECRET_ENV
+    }
+    env.update(
+        {
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "PYTHONHASHSEED": "0",
+            "MPLBACKEND": "Agg",
+            "WANDB_MODE": "disabled",
+            "WANDB_SILENT": "true",
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "HF_DATASETS_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            "TQDM_DISABLE": "1",  # progress bars would fill the "your code printed" section
+            "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+            "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+            "TRANSFORMERS_VERBOSITY": "error",
+            "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+            "OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", "1"),
+            # pyarrow's jemalloc (pandas, datasets) starts a background thread at import, and a process
+            # with a thread cannot be forked safely: the warm grader would fall back to cold starts
+            "JE_ARROW_MALLOC_CONF": "background_thread:false",
+        }
+    )
     if home is not None:
         for var in ("HOME", "TMPDIR", "XDG_CACHE_HOME", "MPLCONFIGDIR", "HF_HOME"):
             env[var] = str(home)

@@ -44,11 +44,11 @@ UID_POOL = range(61000, 61256)
 RUN_ENV = "LMGRADE_RUN"
 DEFAULT_LIMITS = {
     "address_space_mb": 6144,  # virtual memory; torch + transformers map ~0.9 GB before any work
-    "processes": 256,          # per uid, threads included (enforced only under a dropped uid)
-    "file_size_mb": 1024,      # largest file the child may write
-    "cpu_seconds": 3600,       # the whole child process; per-test CPU is watched by the parent
+    "processes": 256,  # per uid, threads included (enforced only under a dropped uid)
+    "file_size_mb": 1024,  # largest file the child may write
+    "cpu_seconds": 3600,  # the whole child process; per-test CPU is watched by the parent
     "open_files": 1024,
-    "tmp_mb": 1024,            # each private tmpfs (/tmp, /var/tmp, /dev/shm) when a namespace is made
+    "tmp_mb": 1024,  # each private tmpfs (/tmp, /var/tmp, /dev/shm) when a namespace is made
 }
 # What the test process may read at a project's top level; everything else there is closed.
 ALLOWED_TOP = ("grader", "test_suites", "fixtures", ".lmgrade")
@@ -150,6 +150,7 @@ def temp_root() -> str:
 
 # -- the allow-list ------------------------------------------------------------------------------
 
+
 def closed_paths(root: Path, *, python: str | None = None) -> list[Path]:
     """What the test process must not read under a project ``root``: every top-level entry but
     the allow-list (and the Pythons the test process may run, when they live there), and inside
@@ -174,8 +175,9 @@ def _prefix_of(python: Path) -> Path | None:
     return path.parent.parent if path.parent.name == "bin" else None
 
 
-def lock_down(roots: list[Path], uid: int, *, needed: list[Path], python: str | None = None,
-              engine: Path | None = None) -> list[Path]:
+def lock_down(
+    roots: list[Path], uid: int, *, needed: list[Path], python: str | None = None, engine: Path | None = None
+) -> list[Path]:
     """Close each project root to other users but its allow-list, then prove with a probe run
     as ``uid`` (with the test process's ``python``, importing lmgrade from ``engine``) that
     nothing closed is readable and everything ``needed`` is."""
@@ -201,8 +203,10 @@ def lock_down(roots: list[Path], uid: int, *, needed: list[Path], python: str | 
         raise SandboxError("the test process could still read " + ", ".join(leaked[:3]))
     blocked = [p for p in needed if str(p) not in readable]
     if blocked:
-        raise SandboxError(f"the test process (uid {uid}) cannot read {blocked[0]}: every folder above it "
-                           "must be open to other users (chmod o+x) and it must be o+r")
+        raise SandboxError(
+            f"the test process (uid {uid}) cannot read {blocked[0]}: every folder above it "
+            "must be open to other users (chmod o+x) and it must be o+r"
+        )
     return closed
 
 
@@ -229,15 +233,27 @@ print("\\n".join(bad))
 def probe_readable(paths: list[Path], uid: int, *, python: str | None = None, engine: Path | None = None) -> list[str]:
     python = python or sys.executable
     try:
-        out = subprocess.run([python, "-I", "-c", _PROBE, str(engine or ""), *map(str, paths)],
-                             user=uid, group=uid, extra_groups=[], capture_output=True, text=True,
-                             timeout=60, cwd="/", check=False)
+        out = subprocess.run(
+            [python, "-I", "-c", _PROBE, str(engine or ""), *map(str, paths)],
+            user=uid,
+            group=uid,
+            extra_groups=[],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd="/",
+            check=False,
+        )
     except OSError as err:
-        raise SandboxError(f"an unprivileged user cannot run {python} ({err}); install Python and "
-                           "lmgrade where every user can read them (a Python under /root cannot be used)") from err
+        raise SandboxError(
+            f"an unprivileged user cannot run {python} ({err}); install Python and "
+            "lmgrade where every user can read them (a Python under /root cannot be used)"
+        ) from err
     if out.returncode != 0:
-        raise SandboxError(f"an unprivileged user cannot import lmgrade with {python}: "
-                           f"{out.stderr.strip().splitlines()[-1:] or out.returncode}")
+        raise SandboxError(
+            f"an unprivileged user cannot import lmgrade with {python}: "
+            f"{out.stderr.strip().splitlines()[-1:] or out.returncode}"
+        )
     return [line for line in out.stdout.splitlines() if line]
 
 
@@ -251,14 +267,14 @@ def give(path: Path, uid: int) -> None:
 
 # -- the keeper: subreaper, namespace, limits, privilege drop, exec -----------------------------------
 
+
 def private_tmp_targets(box: Sandbox, needed: list[Path]) -> list[str]:
     """The shared temp folders a run's namespace can replace: not one holding a path the child
     needs (a suite unpacked in /tmp stays reachable; that folder is swept instead)."""
     if box.uid is None:
         return []
     resolved = [Path(os.path.realpath(p)) for p in needed]
-    return [t for t in SHARED_TMP
-            if not any(p.is_relative_to(os.path.realpath(t)) for p in resolved)]
+    return [t for t in SHARED_TMP if not any(p.is_relative_to(os.path.realpath(t)) for p in resolved)]
 
 
 def wrapper_command(box: Sandbox, cmd: list[str], private_tmp: list[str] = ()) -> list[str]:
@@ -286,8 +302,11 @@ def _private_tmp(targets: list[str], size_mb: int) -> list[str]:
     if libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None) != 0:
         return []
     opts = f"size={int(size_mb)}m,mode=1777".encode()
-    return [t for t in targets
-            if os.path.isdir(t) and libc.mount(b"tmpfs", t.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, opts) == 0]
+    return [
+        t
+        for t in targets
+        if os.path.isdir(t) and libc.mount(b"tmpfs", t.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, opts) == 0
+    ]
 
 
 def enter(spec: dict) -> None:
@@ -361,6 +380,7 @@ def _setrlimit(which: int, value: int) -> None:
 
 
 # -- processes -----------------------------------------------------------------------------------
+
 
 def _proc_table() -> dict[int, tuple[int, int, int]]:
     """pid -> (parent pid, session id, uid) for every process we can see."""
@@ -541,5 +561,5 @@ def cpu_seconds(pid: int) -> float:
 
 if __name__ == "__main__":  # python -m grader.sandbox SPEC -- CMD...
     _spec = json.loads(sys.argv[1])
-    _cmd = sys.argv[sys.argv.index("--") + 1:]
+    _cmd = sys.argv[sys.argv.index("--") + 1 :]
     sys.exit(keep(_spec, lambda: _exec_child(_spec, _cmd)))

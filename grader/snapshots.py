@@ -82,7 +82,9 @@ class SnapshotStore:
         rel = path.relative_to(self.root).as_posix()
         want = self.manifest["files"].get(rel)
         if want is not None and want != _sha256(path):
-            raise SnapshotError(f"snapshot file {rel} does not match its manifest checksum; re-record with `lmgrade record`")
+            raise SnapshotError(
+                f"snapshot file {rel} does not match its manifest checksum; re-record with `lmgrade record`"
+            )
 
     def expected_keys(self, test_id: str, variant: str) -> list[str] | None:
         module, name = split_test_id(test_id)
@@ -98,8 +100,17 @@ class SnapshotStore:
         meta, _ = self._load(variant, module)
         return meta["tests"].get(name, {}).get(key)
 
-    def compare_key(self, test_id: str, variant: str, key: str, actual: Tree, actual_arrays, *, reveal: bool,
-                    seen: dict | None = None) -> list[str] | None:
+    def compare_key(
+        self,
+        test_id: str,
+        variant: str,
+        key: str,
+        actual: Tree,
+        actual_arrays,
+        *,
+        reveal: bool,
+        seen: dict | None = None,
+    ) -> list[str] | None:
         """Problems with the value sent for ``key`` in ``variant``: compared with the recorded
         value, or judged by the recorded rule. None if nothing was recorded for the key."""
         module, name = split_test_id(test_id)
@@ -108,29 +119,52 @@ class SnapshotStore:
         if entry is None:
             return None
         if entry.get("rule"):
-            ev = Evidence(key=key, value=decode(actual, actual_arrays), params=entry.get("params") or {},
-                          expected=decode(entry["tree"], arrays), seen=seen or {}, reveal=reveal)
+            ev = Evidence(
+                key=key,
+                value=decode(actual, actual_arrays),
+                params=entry.get("params") or {},
+                expected=decode(entry["tree"], arrays),
+                seen=seen or {},
+                reveal=reveal,
+            )
             problems = self.rules.evaluate(entry["rule"], ev)
         else:
             mask = arrays[entry["mask"]] if entry.get("mask") else None
             tol = Tolerance(entry["rtol"], entry["atol"])
-            problems = compare(entry["tree"], arrays, actual, actual_arrays, tol=tol, mask=mask, reveal=reveal,
-                               path=f"`{key}`", dtypes=entry.get("dtypes"))
+            problems = compare(
+                entry["tree"],
+                arrays,
+                actual,
+                actual_arrays,
+                tol=tol,
+                mask=mask,
+                reveal=reveal,
+                path=f"`{key}`",
+                dtypes=entry.get("dtypes"),
+            )
         hint = entry.get("hint")
         if problems and hint:
             problems[-1] += f" (hint: {hint})"
         return problems
 
-    def match(self, test_id: str, alive: list[str], key: str, actual: Tree, actual_arrays, *,
-              reveal: bool, seen: dict | None = None) -> tuple[list[str], list[str] | None]:
+    def match(
+        self,
+        test_id: str,
+        alive: list[str],
+        key: str,
+        actual: Tree,
+        actual_arrays,
+        *,
+        reveal: bool,
+        seen: dict | None = None,
+    ) -> tuple[list[str], list[str] | None]:
         """Compare in every variant still accepted for the test: (variants, problems).
 
         ``problems`` is None if no variant recorded ``key``; on a match it is empty and the
         variants are narrowed to those that matched (one variant for the whole test); otherwise
         it holds the first recorded variant's problems and the variants are unchanged.
         """
-        results = {v: self.compare_key(test_id, v, key, actual, actual_arrays, reveal=reveal, seen=seen)
-                   for v in alive}
+        results = {v: self.compare_key(test_id, v, key, actual, actual_arrays, reveal=reveal, seen=seen) for v in alive}
         recorded = {v: r for v, r in results.items() if r is not None}
         if not recorded:
             return alive, None
@@ -147,9 +181,19 @@ class SnapshotWriter:
         self.root, self.variant = Path(root), variant
         self._modules: dict[str, tuple[dict, dict[str, np.ndarray]]] = {}
 
-    def add(self, test_id: str, key: str, tree: Tree, arrays: dict[str, np.ndarray], tol: Tolerance,
-            mask: np.ndarray | None, hint: str | None, rule: str | None = None, params: dict | None = None,
-            dtypes=None) -> None:
+    def add(
+        self,
+        test_id: str,
+        key: str,
+        tree: Tree,
+        arrays: dict[str, np.ndarray],
+        tol: Tolerance,
+        mask: np.ndarray | None,
+        hint: str | None,
+        rule: str | None = None,
+        params: dict | None = None,
+        dtypes=None,
+    ) -> None:
         module, name = split_test_id(test_id)
         meta, all_arrays = self._modules.setdefault(module, ({"format": FORMAT, "tests": {}}, {}))
         test = meta["tests"].setdefault(name, {})
@@ -205,7 +249,9 @@ def write_manifest(root: Path, assignment_id: str, variants: list[str]) -> Path:
                 module = path.relative_to(root / variant).with_suffix("").as_posix()
                 for name, keys in _read_json(path)["tests"].items():
                     test_id = f"{module}.py::{name}"
-                    entry = tests.setdefault(test_id, {"visibility": "public" if is_public(module) else "hidden", "keys": {}})
+                    entry = tests.setdefault(
+                        test_id, {"visibility": "public" if is_public(module) else "hidden", "keys": {}}
+                    )
                     entry["keys"][variant] = sorted(keys)
     manifest = {"format": FORMAT, "assignment": assignment_id, "variants": variants, "files": files, "tests": tests}
     path = root / "manifest.json"

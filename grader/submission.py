@@ -33,10 +33,25 @@ from types import ModuleType
 from grader.assignment import Assignment
 
 # Names a submission may not shadow: the grader's own stack and the libraries it trusts.
-RESERVED_MODULES = frozenset({
-    "grader", "tools", "pytest", "_pytest", "pluggy", "torch", "numpy", "safetensors", "yaml",
-    "conftest", "sitecustomize", "usercustomize", "gradescope_utils", "transformers", "peft",
-})
+RESERVED_MODULES = frozenset(
+    {
+        "grader",
+        "tools",
+        "pytest",
+        "_pytest",
+        "pluggy",
+        "torch",
+        "numpy",
+        "safetensors",
+        "yaml",
+        "conftest",
+        "sitecustomize",
+        "usercustomize",
+        "gradescope_utils",
+        "transformers",
+        "peft",
+    }
+)
 MAX_SEARCH_DEPTH = 4
 
 
@@ -59,8 +74,14 @@ class StagedSubmission:
     STATE_FILE = ".lmgrade-staged.json"
 
     def save(self) -> None:
-        data = {"found": self.found, "errors": self.errors, "notes": self.notes,
-                "packages": self.packages, "sources": self.sources, "cuda": self.cuda}
+        data = {
+            "found": self.found,
+            "errors": self.errors,
+            "notes": self.notes,
+            "packages": self.packages,
+            "sources": self.sources,
+            "cuda": self.cuda,
+        }
         (self.path / self.STATE_FILE).write_text(json.dumps(data), encoding="utf-8")
 
     @classmethod
@@ -69,9 +90,15 @@ class StagedSubmission:
         if not state_file.is_file():
             raise SubmissionError(f"{path} was not staged by lmgrade (no {cls.STATE_FILE})")
         data = json.loads(state_file.read_text(encoding="utf-8"))
-        return cls(path=path, found=data["found"], errors=data["errors"], notes=[],
-                   packages=data.get("packages", {}), sources=data.get("sources", {}),
-                   cuda=data.get("cuda", []))
+        return cls(
+            path=path,
+            found=data["found"],
+            errors=data["errors"],
+            notes=[],
+            packages=data.get("packages", {}),
+            sources=data.get("sources", {}),
+            cuda=data.get("cuda", []),
+        )
 
     def where(self, filename: str | Path, lineno: int) -> str | None:
         """``lm/model.py, line 42`` or ``LabRNN.ipynb, cell 9, line 4`` for a line of a staged
@@ -92,8 +119,14 @@ class StagedSubmission:
         return f"{rel}, line {lineno}"
 
 
-def stage(assignment: Assignment, source: Path | None, dest: Path, *, base: Path | None = None,
-          overlays: tuple[Path, ...] = ()) -> StagedSubmission:
+def stage(
+    assignment: Assignment,
+    source: Path | None,
+    dest: Path,
+    *,
+    base: Path | None = None,
+    overlays: tuple[Path, ...] = (),
+) -> StagedSubmission:
     """Build the folder the suite imports from.
 
     ``base`` (the reference, for mutants and variants) is copied first; otherwise the provided
@@ -116,17 +149,17 @@ def stage(assignment: Assignment, source: Path | None, dest: Path, *, base: Path
                 staged.notes.append(
                     f"ignored {', '.join(ignored[:8])}{' ...' if len(ignored) > 8 else ''}: a "
                     "submission's pytest configuration, start-up hooks and modules named like the "
-                    "grader's libraries are never used")
+                    "grader's libraries are never used"
+                )
         for overlay in overlays:
             _drop_replaced_modules(assignment, overlay, dest, search=False)
             _copy_listed(assignment, overlay, staged, include_modules=True, search=False)
-    except Exception as err:  # noqa: BLE001 - whatever a submission holds, grading goes on
-        staged.notes.append(f"staging stopped early ({_error_line(err)}); the files copied so far "
-                            "are graded")
+    except Exception as err:
+        staged.notes.append(f"staging stopped early ({_error_line(err)}); the files copied so far are graded")
     _resolve_modules(assignment, staged)
     try:
         staged.cuda = _find_cuda_requests(assignment, staged)
-    except Exception as err:  # noqa: BLE001 - unreadable sources: be ready for CUDA anyway
+    except Exception as err:
         staged.cuda = [f"(sources could not be read: {_error_line(err)})"]
     staged.save()
     return staged
@@ -152,8 +185,9 @@ def _error_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
 
-def _copy_listed(assignment: Assignment, src: Path, staged: StagedSubmission, *,
-                 include_modules: bool, search: bool) -> None:
+def _copy_listed(
+    assignment: Assignment, src: Path, staged: StagedSubmission, *, include_modules: bool, search: bool
+) -> None:
     """Copy the rubric's files from ``src``; ``search`` (a student's folder) also looks in
     subfolders, keeps packages the submission imports by name, and notes what it found where."""
     dest = staged.path
@@ -191,8 +225,10 @@ def _copy_listed(assignment: Assignment, src: Path, staged: StagedSubmission, *,
         where = package.relative_to(src).as_posix()
         names = ", ".join(n for n, _ in files)
         mods = ", ".join(m for _, m in files)
-        staged.notes.append(f"found {names} in {where}/: kept the package `{package.name}` and "
-                            f"imported {'it' if len(files) == 1 else 'them'} as {mods}")
+        staged.notes.append(
+            f"found {names} in {where}/: kept the package `{package.name}` and "
+            f"imported {'it' if len(files) == 1 else 'them'} as {mods}"
+        )
 
 
 # -- packages ------------------------------------------------------------------------------
@@ -275,8 +311,9 @@ def _copy_package(package: Path, file: Path, dest: Path, staged: StagedSubmissio
         for path in sorted(package.rglob("*.py")):
             rel = path.relative_to(package)
             if copied >= MAX_PACKAGE_FILES:
-                staged.notes.append(f"package `{package.name}`: only its first {MAX_PACKAGE_FILES} "
-                                    ".py files were staged")
+                staged.notes.append(
+                    f"package `{package.name}`: only its first {MAX_PACKAGE_FILES} .py files were staged"
+                )
                 break
             if not _safe_package_file(package, rel):
                 continue
@@ -301,8 +338,9 @@ def _safe_package_file(package: Path, rel: Path) -> bool:
         path = path / part
         if path.is_symlink():
             return False
-    return (path.is_file() and rel.name not in HOOK_FILES
-            and rel.stem not in RESERVED_MODULES and rel.stem.isidentifier())
+    return (
+        path.is_file() and rel.name not in HOOK_FILES and rel.stem not in RESERVED_MODULES and rel.stem.isidentifier()
+    )
 
 
 def _drop_replaced_modules(assignment: Assignment, src: Path, dest: Path, *, search: bool) -> None:
@@ -315,8 +353,9 @@ def _drop_replaced_modules(assignment: Assignment, src: Path, dest: Path, *, sea
                 (dest / n).unlink(missing_ok=True)
 
 
-HOOK_FILES = frozenset({"conftest.py", "pytest.ini", "tox.ini", "setup.cfg", "pyproject.toml",
-                        "sitecustomize.py", "usercustomize.py"})
+HOOK_FILES = frozenset(
+    {"conftest.py", "pytest.ini", "tox.ini", "setup.cfg", "pyproject.toml", "sitecustomize.py", "usercustomize.py"}
+)
 
 
 def hook_files(src: Path) -> list[str]:
@@ -328,7 +367,11 @@ def hook_files(src: Path) -> list[str]:
         if len(rel.parts) > MAX_SEARCH_DEPTH or "__MACOSX" in rel.parts:
             continue
         name = path.name
-        shadows = (path.suffix == ".py" or path.is_dir()) and path.stem in RESERVED_MODULES - {"conftest", "sitecustomize", "usercustomize"}
+        shadows = (path.suffix == ".py" or path.is_dir()) and path.stem in RESERVED_MODULES - {
+            "conftest",
+            "sitecustomize",
+            "usercustomize",
+        }
         if name in HOOK_FILES or name.endswith(".pth") or shadows:
             found.append(rel.as_posix())
     return found
@@ -367,7 +410,7 @@ def _resolve_modules(assignment: Assignment, staged: StagedSubmission) -> None:
         try:
             _keep_the_changed_form(assignment, staged, names)
             _resolve_module(staged, alias, names)
-        except Exception as err:  # noqa: BLE001 - one module that cannot be staged costs only its tests
+        except Exception as err:
             staged.errors[alias] = f"{' or '.join(names)} could not be staged: {_error_line(err)}"
 
 
@@ -400,7 +443,7 @@ def _code_of(path: Path) -> str | None:
 
         try:
             nb = nbformat.read(str(path), as_version=4)
-        except Exception:  # noqa: BLE001 - an unreadable notebook is "changed"; extraction reports it
+        except Exception:
             return path.read_text(encoding="utf-8", errors="replace")
         cells = [c.source for c in nb.cells if c.cell_type == "code"]
         return "\n".join(line.rstrip() for cell in cells for line in cell.splitlines() if line.strip())
@@ -458,7 +501,7 @@ def exception_text(err: BaseException) -> str:
     (NLTK's ``LookupError`` starts with a newline and a row of stars) removed."""
     try:
         text = str(err)
-    except Exception:  # noqa: BLE001 - a student's __str__ may raise anything
+    except Exception:
         return f"<{type(err).__name__} whose message cannot be shown>"
     lines = [ln.rstrip() for ln in text.splitlines()]
     lines = [ln for ln in lines if ln.strip() and set(ln.strip()) != {"*"}]
@@ -494,6 +537,7 @@ def syntax_problems(staged: StagedSubmission, python: str = "") -> list[str]:
 
 
 # -- import side (runs in the process that executes the suite) ----------------------------
+
 
 class Modules:
     """``sub``: attribute access imports the submission's module for that alias."""
@@ -573,13 +617,12 @@ def _import_preserving_rng(file: str, staged: StagedSubmission) -> ModuleType:
         raise SubmissionError(f"{where}: {err.msg}") from None
     except ModuleNotFoundError as err:
         missing = (err.name or "").split(".")[0]
-        if (folder / f"{missing}.py").exists() or (folder / missing).is_dir() \
-                or missing == name.split(".")[0]:
+        if (folder / f"{missing}.py").exists() or (folder / missing).is_dir() or missing == name.split(".")[0]:
             raise SubmissionError(f"importing {shown} failed: {err}") from None
         raise SubmissionError(
             f"{shown} imports `{missing}`, which this course's grading environment does not provide"
         ) from None
-    except BaseException as err:  # noqa: BLE001 - student import code may raise anything, even SystemExit
+    except BaseException as err:
         where = student_location(err.__traceback__, staged)
         raise SubmissionError(f"importing {shown} raised {describe_exception(err, where)}") from None
     finally:

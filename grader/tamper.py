@@ -21,8 +21,20 @@ import sysconfig
 from types import FunctionType, ModuleType
 
 PREFIXES = ("_pytest", "pytest", "pluggy", "gradescope_utils", "grader")
-EXTRA_MODULES = ("builtins", "math", "operator", "functools", "torch", "torch.testing",
-                 "torch.nn.functional", "numpy", "numpy.testing", "json", "os", "signal")
+EXTRA_MODULES = (
+    "builtins",
+    "math",
+    "operator",
+    "functools",
+    "torch",
+    "torch.testing",
+    "torch.nn.functional",
+    "numpy",
+    "numpy.testing",
+    "json",
+    "os",
+    "signal",
+)
 CLASSES = ("torch.Tensor",)
 _MISSING = object()
 
@@ -107,9 +119,12 @@ class Fingerprint:
         return sorted(set(changed))
 
 
-_LIBRARY_DIRS = tuple({os.path.realpath(p) + os.sep for p in
-                       (sysconfig.get_paths()["purelib"], sysconfig.get_paths()["stdlib"],
-                        sysconfig.get_paths()["platlib"])})
+_LIBRARY_DIRS = tuple(
+    {
+        os.path.realpath(p) + os.sep
+        for p in (sysconfig.get_paths()["purelib"], sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platlib"])
+    }
+)
 
 
 def _library_wrapper(current, original) -> bool:

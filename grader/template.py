@@ -77,8 +77,9 @@ def generate(assignment: Assignment) -> list[TemplateFile]:
         elif path.is_file():
             files.append(_render(path, name))
     for notebook, source in assignment.notebooks.items():
-        from grader.notebook import py_to_notebook
         import nbformat
+
+        from grader.notebook import py_to_notebook
 
         text = strip_solutions((ref / source).read_text(encoding="utf-8"), source)
         nb = py_to_notebook(text)
@@ -111,7 +112,15 @@ def check_template(assignment: Assignment) -> list[str]:
     out = assignment.template_dir
     problems = []
     expected = {f.relpath: f.content for f in generate(assignment)}
-    actual = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file() and "__pycache__" not in p.parts} if out.is_dir() else {}
+    actual = (
+        {
+            p.relative_to(out).as_posix(): p.read_bytes()
+            for p in out.rglob("*")
+            if p.is_file() and "__pycache__" not in p.parts
+        }
+        if out.is_dir()
+        else {}
+    )
     for rel in sorted(expected.keys() - actual.keys()):
         problems.append(f"missing from the template: {rel}")
     for rel in sorted(actual.keys() - expected.keys()):

@@ -108,7 +108,6 @@ def describe(tree: Tree) -> str:
     return f"a {t}"
 
 
-
 def decode(tree: Tree, arrays: dict[str, np.ndarray]) -> Any:
     """The plain Python value of an encoded ``tree``: numpy arrays for tensors and arrays,
     lists for lists and tuples, dicts, numbers, strings and None (numpy only; for judges)."""

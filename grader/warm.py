@@ -45,6 +45,7 @@ HEADER = struct.Struct("!I")
 
 # -- the wire: length-prefixed JSON, file descriptors alongside ----------------------------------
 
+
 def _send(sock: socket.socket, msg: dict, fds: list[int] = ()) -> None:
     data = json.dumps(msg).encode()
     payload = HEADER.pack(len(data)) + data
@@ -78,6 +79,7 @@ def _recv(sock: socket.socket) -> tuple[dict | None, list[int]]:
 
 
 # -- the server (runs in the warm process) --------------------------------------------------------
+
 
 def _thread_count() -> int:
     try:
@@ -204,6 +206,7 @@ def main() -> None:
 
 # -- the client (runs in the grading process) ----------------------------------------------------
 
+
 class WarmUnavailable(RuntimeError):
     """The warm server could not fork this run; the caller starts the test process cold."""
 
@@ -262,8 +265,15 @@ class WarmServer:
 
         code = "import sys; sys.path.insert(0, sys.argv.pop(1)); from grader.warm import main; main()"
         cmd = [*self.python, "-c", code, str(engine_dir()), str(theirs.fileno()), ",".join(self.preload)]
-        self.proc = subprocess.Popen(cmd, pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=self.log, start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd,
+            pass_fds=(theirs.fileno(),),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=self.log,
+            start_new_session=True,
+        )
         theirs.close()
         sandbox.register_keeper(self.proc.pid)  # ours, in a session of its own: not an orphan to kill
         self.sock = ours
@@ -295,16 +305,29 @@ class WarmServer:
                     self._replies[msg["id"]] = msg
                 self._cond.notify_all()
 
-    def spawn(self, args: list[str], *, env: dict[str, str], cwd: str, spec: dict, stdin: int, out: int,
-              extra_fds: list[int], fd_targets: list[int]) -> WarmProcess:
+    def spawn(
+        self,
+        args: list[str],
+        *,
+        env: dict[str, str],
+        cwd: str,
+        spec: dict,
+        stdin: int,
+        out: int,
+        extra_fds: list[int],
+        fd_targets: list[int],
+    ) -> WarmProcess:
         """Fork a keeper that runs ``pytest args`` with the given descriptors and environment."""
         if self.error:
             raise WarmUnavailable(self.error)
         with self._lock:
             self._next += 1
             rid = self._next
-            _send(self.sock, {"id": rid, "args": args, "env": env, "cwd": cwd, "spec": spec,
-                              "fd_targets": fd_targets}, [stdin, out, out, *extra_fds])
+            _send(
+                self.sock,
+                {"id": rid, "args": args, "env": env, "cwd": cwd, "spec": spec, "fd_targets": fd_targets},
+                [stdin, out, out, *extra_fds],
+            )
         with self._cond:
             while rid not in self._replies and not (self.error and self.proc.poll() is not None):
                 self._cond.wait(timeout=1.0)
@@ -347,8 +370,16 @@ class WarmServer:
 
 
 # what an assignment's tests import beyond torch and pytest, by distribution name -> module
-PRELOADABLE = {"transformers": "transformers", "peft": "peft", "datasets": "datasets", "pandas": "pandas",
-               "scikit-learn": "sklearn", "nltk": "nltk", "tiktoken": "tiktoken", "einops": "einops"}
+PRELOADABLE = {
+    "transformers": "transformers",
+    "peft": "peft",
+    "datasets": "datasets",
+    "pandas": "pandas",
+    "scikit-learn": "sklearn",
+    "nltk": "nltk",
+    "tiktoken": "tiktoken",
+    "einops": "einops",
+}
 
 
 def warm_preload(assignment) -> tuple[str, ...]:

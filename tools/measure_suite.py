@@ -8,6 +8,7 @@ mutant and every correct alternative.
 measurement only, never copied into the project). The evidence score is what a run would score
 had the test process said "passed" for every test: it must be 0 wherever the score must be.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,11 +32,17 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="lmgrade-measure-") as tmp:
         tmp_path = Path(tmp)
         tmp_path.chmod(0o755)
-        cases = [("reference", lambda: grade(a, a.reference_dir, warm=True)),
-                 ("template", lambda: grade(a, a.template_dir, warm=True))]
+        cases = [
+            ("reference", lambda: grade(a, a.reference_dir, warm=True)),
+            ("template", lambda: grade(a, a.template_dir, warm=True)),
+        ]
         for name, body in (("return", "return ..."), ("pass", "pass")):
-            cases.append((f"starter-style {body}",
-                          lambda n=name, b=body: grade(a, starter_style(a.template_dir, tmp_path / n, b), warm=True)))
+            cases.append(
+                (
+                    f"starter-style {body}",
+                    lambda n=name, b=body: grade(a, starter_style(a.template_dir, tmp_path / n, b), warm=True),
+                )
+            )
         if args.starter is not None:
             cases.append(("real starter", lambda: grade(a, args.starter, warm=True)))
         for kind, items in (("mutant", list_mutants(a)), ("alternative", list_alternatives(a))):
@@ -44,13 +51,17 @@ def main(argv=None) -> int:
             if args.only and not any(s in name for s in args.only):
                 continue
             report = run()
-            print(f"{name:55s} score {report.score:6.2f}  evidence {report.evidence_score:6.2f}"
-                  f"  / {report.max_score:g}", flush=True)
+            print(
+                f"{name:55s} score {report.score:6.2f}  evidence {report.evidence_score:6.2f}  / {report.max_score:g}",
+                flush=True,
+            )
             if args.failures:
                 for t in report.tests:
                     if t.max_score and (t.score < t.max_score or t.evidence_score < t.max_score):
-                        print(f"    {t.test_id}: {t.score:g}/{t.max_score:g} evidence {t.evidence_score:g}"
-                              f" {t.outcome}: {t.message[:160]}")
+                        print(
+                            f"    {t.test_id}: {t.score:g}/{t.max_score:g} evidence {t.evidence_score:g}"
+                            f" {t.outcome}: {t.message[:160]}"
+                        )
     return 0
 
 

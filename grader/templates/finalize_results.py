@@ -14,19 +14,22 @@ def load_valid(p):
         data = json.loads(p.read_text(encoding="utf-8"))
         validate(data)
         return data
-    except Exception as err:  # noqa: BLE001 - any problem with the file means: replace it
+    except Exception as err:
         print(f"lmgrade's results.json unusable: {type(err).__name__}: {err}")
         return None
 
 
 results = load_valid(own) if own.is_file() else None
 if results is None:
-    why = (f"the autograder ran out of time ({budget} s) before any test finished" if status in TIMED_OUT
-           else f"the autograder failed to run (exit status {status})")
+    why = (
+        f"the autograder ran out of time ({budget} s) before any test finished"
+        if status in TIMED_OUT
+        else f"the autograder failed to run (exit status {status})"
+    )
     results = {
         "score": 0.0,
         "output": f"Your submission could not be graded: {why}. This is not a verdict on your "
-                  "code; the course staff can see the log and will regrade it.",
+        "code; the course staff can see the log and will regrade it.",
         "output_format": "text",
         "visibility": "visible",
         "stdout_visibility": "hidden",
@@ -34,9 +37,11 @@ if results is None:
         "extra_data": {"lmgrade_error": why, "exit_status": status},
     }
 elif status != 0:
-    note = (f"The autograder stopped at its time budget ({budget} s): tests that had not finished score 0."
-            if status in TIMED_OUT else f"The autograder ended early (exit status {status}); "
-            "tests that had not finished score 0.")
+    note = (
+        f"The autograder stopped at its time budget ({budget} s): tests that had not finished score 0."
+        if status in TIMED_OUT
+        else f"The autograder ended early (exit status {status}); tests that had not finished score 0."
+    )
     results["output"] = (results.get("output", "") + "\n" + note).strip()
     results.setdefault("extra_data", {})["exit_status"] = status
 validate(results)

@@ -94,7 +94,8 @@ def test_no_code_earns_nothing_even_by_rewriting_the_test_process(graded, subjec
     _, reports = graded
     report = reports[subject]
     assert (report.score, report.evidence_score) == (0, 0), [
-        (t.test_id, t.score, t.evidence_score) for t in report.tests if t.score or t.evidence_score]
+        (t.test_id, t.score, t.evidence_score) for t in report.tests if t.score or t.evidence_score
+    ]
     graded_tests = [t for t in report.tests if t.max_score > 0]
     assert all(t.message and "Traceback" not in t.message for t in graded_tests)
 
@@ -132,9 +133,25 @@ def test_template_is_in_sync_with_the_reference(assignment_id):
 def test_rubric_lists_every_collected_test(assignment_id):
     a = load_assignment(assignment_id)
     out = subprocess.run(
-        [sys.executable, "-m", "pytest", str(a.suite_dir), "--collect-only", "-q", "-p", "grader.plugin",
-         "--import-mode=importlib", "--rootdir", str(a.suite_dir), "-c", "/dev/null"],
-        capture_output=True, text=True, cwd=a.suite_dir, check=False,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(a.suite_dir),
+            "--collect-only",
+            "-q",
+            "-p",
+            "grader.plugin",
+            "--import-mode=importlib",
+            "--rootdir",
+            str(a.suite_dir),
+            "-c",
+            "/dev/null",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=a.suite_dir,
+        check=False,
     )
     collected = {line.split("[")[0] for line in out.stdout.splitlines() if "::" in line}
     listed = {t.test_id for t in a.tests}
@@ -148,8 +165,11 @@ def test_rubric_lists_every_collected_test(assignment_id):
 def test_snapshot_manifest_matches_the_files(assignment_id):
     a = load_assignment(assignment_id)
     manifest = json.loads((a.snapshots_dir / "manifest.json").read_text())
-    on_disk = {p.relative_to(a.snapshots_dir).as_posix() for p in a.snapshots_dir.rglob("*")
-               if p.is_file() and p.name != "manifest.json"}
+    on_disk = {
+        p.relative_to(a.snapshots_dir).as_posix()
+        for p in a.snapshots_dir.rglob("*")
+        if p.is_file() and p.name != "manifest.json"
+    }
     assert set(manifest["files"]) == on_disk
     for rel, digest in manifest["files"].items():
         assert _sha256(a.snapshots_dir / rel) == digest, rel

@@ -60,8 +60,10 @@ def peft_twin(layer):
         base.weight.copy_(layer.weight)
         if layer.bias is not None:
             base.bias.copy_(layer.bias)
-    model = get_peft_model(_Wrapper(base), LoraConfig(r=rank, lora_alpha=layer.lora_scaling * rank,
-                                                      target_modules=["lin"], lora_dropout=0.0))
+    model = get_peft_model(
+        _Wrapper(base),
+        LoraConfig(r=rank, lora_alpha=layer.lora_scaling * rank, target_modules=["lin"], lora_dropout=0.0),
+    )
     twin = model.base_model.model.lin
     with torch.no_grad():
         twin.lora_A["default"].weight.copy_(layer.lora_A)
@@ -69,8 +71,9 @@ def peft_twin(layer):
     return model, twin
 
 
-@pytest.mark.parametrize("in_f,out_f,rank,alpha,bias", [(16, 12, 4, 12.0, True), (32, 48, 8, 32.0, False),
-                                                        (10, 5, 1, 0.5, True)])
+@pytest.mark.parametrize(
+    "in_f,out_f,rank,alpha,bias", [(16, 12, 4, 12.0, True), (32, 48, 8, 32.0, False), (10, 5, 1, 0.5, True)]
+)
 def test_lora_linear_matches_peft(ref, in_f, out_f, rank, alpha, bias):
     torch.manual_seed(0)
     layer = ref.lora.LoRALinear(in_f, out_f, bias=bias, lora_rank=rank, lora_alpha=alpha)
@@ -87,8 +90,10 @@ def test_lora_linear_matches_peft(ref, in_f, out_f, rank, alpha, bias):
     (theirs * g).sum().backward()
     # the two sum in different orders (our update goes through dW = s BA): float32 rounding
     # relative to the gradient's scale (~2e-7 measured), never more
-    for ours_g, theirs_g in ((layer.lora_A.grad, twin.lora_A["default"].weight.grad),
-                             (layer.lora_B.grad, twin.lora_B["default"].weight.grad)):
+    for ours_g, theirs_g in (
+        (layer.lora_A.grad, twin.lora_A["default"].weight.grad),
+        (layer.lora_B.grad, twin.lora_B["default"].weight.grad),
+    ):
         torch.testing.assert_close(ours_g, theirs_g, rtol=0, atol=2e-6 * theirs_g.abs().max().item())
     assert layer.weight.grad is None and twin.base_layer.weight.grad is None
     # merged: our eval() against peft's merge
@@ -117,8 +122,17 @@ def test_merge_unmerge_round_trip(ref):
 
 
 def tiny_gpt(ref, vocab_size, **kw):
-    args = {"n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 128, "vocab_size": vocab_size,
-            "dropout": 0.0, "lora_rank": 4, "lora_alpha": 16.0, "lora_dropout": 0.0}
+    args = {
+        "n_layer": 2,
+        "n_head": 2,
+        "n_embd": 32,
+        "block_size": 128,
+        "vocab_size": vocab_size,
+        "dropout": 0.0,
+        "lora_rank": 4,
+        "lora_alpha": 16.0,
+        "lora_dropout": 0.0,
+    }
     args.update(kw)
     return ref.model.GPT(ref.model.GPTConfig(**args))
 
@@ -172,8 +186,9 @@ def test_trainable_fraction_gpt2_medium(ref):
     d, n_layer, r = 1024, 24, 128
     expected = n_layer * r * (4 * d + 2 * d)
     with torch.device("meta"):
-        model = ref.model.GPT(ref.model.GPTConfig(n_layer=24, n_head=16, n_embd=1024, vocab_size=50257,
-                                                  lora_rank=r, lora_alpha=512.0))
+        model = ref.model.GPT(
+            ref.model.GPTConfig(n_layer=24, n_head=16, n_embd=1024, vocab_size=50257, lora_rank=r, lora_alpha=512.0)
+        )
     ref.lora.mark_only_lora_as_trainable(model)
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert n_trainable == expected == 18_874_368
@@ -187,11 +202,28 @@ def test_train_and_generate_end_to_end(ref, tmp_path):
     ckpt = tmp_path / "tiny-gpt2"
     GPT2LMHeadModel(GPT2Config(vocab_size=vocab, n_positions=128, n_embd=32, n_layer=2, n_head=2)).save_pretrained(ckpt)
     out_dir = tmp_path / "out"
-    common = [f"--out_dir={out_dir}", f"--dataset={FIXTURES / 'rotten_tomatoes'}",
-              f"--tokenizer={FIXTURES / 'tokenizer.json'}", "--device=cpu"]
-    history = ref.train.main([f"--init_from={ckpt}", "--rank=4", "--alpha=16", "--lr=1e-2", "--max_iters=4",
-                              "--eval_interval=2", "--eval_iters=2", "--batch_size=8",
-                              "--gradient_accumulation_steps=1", "--block_size=128", "--dtype=float32"] + common)
+    common = [
+        f"--out_dir={out_dir}",
+        f"--dataset={FIXTURES / 'rotten_tomatoes'}",
+        f"--tokenizer={FIXTURES / 'tokenizer.json'}",
+        "--device=cpu",
+    ]
+    history = ref.train.main(
+        [
+            f"--init_from={ckpt}",
+            "--rank=4",
+            "--alpha=16",
+            "--lr=1e-2",
+            "--max_iters=4",
+            "--eval_interval=2",
+            "--eval_iters=2",
+            "--batch_size=8",
+            "--gradient_accumulation_steps=1",
+            "--block_size=128",
+            "--dtype=float32",
+        ]
+        + common
+    )
     assert history[-1]["train"] < history[0]["train"]
     assert (out_dir / "ckpt.pt").is_file() and (out_dir / "ckpt_last.pt").is_file()
     results = ref.generate.main(["--init_from=resume", "--max_new_tokens=3"] + common)
@@ -214,12 +246,26 @@ def test_configurator(ref, tmp_path):
     load = ref.configurator.load_config
     cfg_file = tmp_path / "cfg.py"
     cfg_file.write_text("rank = 8\nalpha = 32.0\nout_dir = 'a'\nimport os\n_private = 1\n")
-    defaults = {"rank": 128, "alpha": 512.0, "out_dir": "x", "lr": 5e-4, "decay_lr": False,
-                "init_from": "gpt2"}
-    cfg = load([str(cfg_file), "--alpha=64", "lr=2e-4", "--init_from=gpt2-medium", "--decay_lr=True",
-                '--out_dir="gpt-lora r8"'], defaults)
-    assert cfg == {"rank": 8, "alpha": 64.0, "out_dir": "gpt-lora r8", "lr": 2e-4, "decay_lr": True,
-                   "init_from": "gpt2-medium"}
+    defaults = {"rank": 128, "alpha": 512.0, "out_dir": "x", "lr": 5e-4, "decay_lr": False, "init_from": "gpt2"}
+    cfg = load(
+        [
+            str(cfg_file),
+            "--alpha=64",
+            "lr=2e-4",
+            "--init_from=gpt2-medium",
+            "--decay_lr=True",
+            '--out_dir="gpt-lora r8"',
+        ],
+        defaults,
+    )
+    assert cfg == {
+        "rank": 8,
+        "alpha": 64.0,
+        "out_dir": "gpt-lora r8",
+        "lr": 2e-4,
+        "decay_lr": True,
+        "init_from": "gpt2-medium",
+    }
     assert isinstance(cfg["alpha"], float)
     with pytest.raises(ValueError, match="unknown setting"):
         load(["--rnak=8"], defaults)
@@ -232,12 +278,11 @@ def test_configurator(ref, tmp_path):
 def test_dataloader_targets_ignore_padding(ref):
     dl = ref.dataloader
     tok = dl.load_tokenizer(str(FIXTURES / "tokenizer.json"))
-    recs = [{"text": "a mess .", "label": 0},
-            {"text": "the film is warm and funny , a joy to watch .", "label": 1}]
+    recs = [{"text": "a mess .", "label": 0}, {"text": "the film is warm and funny , a joy to watch .", "label": 1}]
     loader = dl.CustomDataLoader(recs, tok, batch_size=2)
     x, y = loader.collate_fn(loader.formatted_dataset)
     n0 = len(tok(dl.get_sentiment_prompt("a mess .") + " negative")["input_ids"])  # the shorter row
-    assert (y[0, :n0 - 1] == x[0, 1:n0]).all()  # next-token targets
-    assert (y[0, n0 - 1:] == -1).all()  # nothing to predict past the end of the text
+    assert (y[0, : n0 - 1] == x[0, 1:n0]).all()  # next-token targets
+    assert (y[0, n0 - 1 :] == -1).all()  # nothing to predict past the end of the text
     loss = F.cross_entropy(torch.zeros(y.numel(), len(tok)), y.view(-1), ignore_index=-1)
     assert loss.isfinite()

@@ -22,6 +22,7 @@ ASSIGNMENT = "cmu_10423_hw3"
 
 # -- the suite's rules, on hand-made observations ----------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def rules():
     return load_rulebook(ROOT / "test_suites" / ASSIGNMENT)
@@ -81,9 +82,18 @@ def _texts(labels, prompt="Classify the review as positive or negative.\nReview:
     return {"prompts": prompts, "texts": [p + " " + lab for p, lab in zip(prompts, labels)], "kept": [True, True]}
 
 
-@pytest.mark.parametrize("labels,ok", [(("positive", "negative"), True), (("1", "0"), True),
-                                       (("Positive", "Negative."), True), (("negative", "positive"), False),
-                                       (("0", "1"), False), (("positive", "positive"), False), (("", ""), False)])
+@pytest.mark.parametrize(
+    "labels,ok",
+    [
+        (("positive", "negative"), True),
+        (("1", "0"), True),
+        (("Positive", "Negative."), True),
+        (("negative", "positive"), False),
+        (("0", "1"), False),
+        (("positive", "positive"), False),
+        (("", ""), False),
+    ],
+)
 def test_instruction_rule_accepts_words_and_numbers(rules, labels, ok):
     problems = judge(rules, "instruction_texts", _texts(labels), {"records": _records()}, records="records")
     assert (problems == []) == ok, problems

@@ -122,7 +122,13 @@ def test_gpt_tiny_matches_the_course_numbers(reference):
     model = mods["model"].DecoderLM(50257, **config.model_config)
     assert mods["utils"].count_params(model) == 1_637_792  # "about 2M parameters"
     assert model.flops_per_token == 9_925_056
-    total = model.flops_per_token * config.num_training_steps * config.grad_accumulation_steps * config.batch_size * config.seq_len
+    total = (
+        model.flops_per_token
+        * config.num_training_steps
+        * config.grad_accumulation_steps
+        * config.batch_size
+        * config.seq_len
+    )
     assert 8.0e13 < total < 8.2e13
 
 
@@ -142,10 +148,17 @@ def test_train_and_generate_mains_end_to_end(reference, encoding, monkeypatch, t
     np.savez(tmp_path / "data" / "tokens.npz", train=tokens[:-600], val=tokens[-600:])
     (tmp_path / "data" / "prefixes.jsonl").write_text((REFERENCE / "data" / "prefixes.jsonl").read_text())
     config = {
-        "output_dir": str(tmp_path / "out"), "tokenizer_encoding": "gpt2", "device": "cpu",
+        "output_dir": str(tmp_path / "out"),
+        "tokenizer_encoding": "gpt2",
+        "device": "cpu",
         "model_config": {"n_embd": 16, "n_head": 2, "n_positions": 64, "n_layer": 1},
-        "batch_size": 4, "seq_len": 32, "num_warmup_steps": 2, "num_training_steps": 6,
-        "grad_accumulation_steps": 2, "min_lr": 1e-4, "max_lr": 1e-3,
+        "batch_size": 4,
+        "seq_len": 32,
+        "num_warmup_steps": 2,
+        "num_training_steps": 6,
+        "grad_accumulation_steps": 2,
+        "min_lr": 1e-4,
+        "max_lr": 1e-3,
     }
     (tmp_path / "config.yaml").write_text(json.dumps(config))  # JSON is YAML
     monkeypatch.chdir(tmp_path)
@@ -155,8 +168,11 @@ def test_train_and_generate_mains_end_to_end(reference, encoding, monkeypatch, t
     assert set(result) == {"val-loss", "val-perplexity"} and result["val-loss"] < np.log(encoding.n_vocab) + 0.5
     assert (tmp_path / "out" / "model.pt").is_file()
 
-    monkeypatch.setattr(sys, "argv", ["generate.py", "--config", "out/config.yaml", "--prefixes",
-                                      "data/prefixes.jsonl", "--max_new_tokens", "4"])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        ["generate.py", "--config", "out/config.yaml", "--prefixes", "data/prefixes.jsonl", "--max_new_tokens", "4"],
+    )
     mods["generate"].main()
     records = [json.loads(line) for line in (tmp_path / "out" / "generation.jsonl").read_text().splitlines()]
     assert len(records) == 5 and all(set(r) == {"prefix", "generation"} for r in records)

@@ -5,6 +5,7 @@ The reference's files import each other by bare names (`utils`, `lstm_solution`)
 assignments use too, so run_exp.py runs in a subprocess and single modules are loaded under
 private names.
 """
+
 import importlib.util
 import json
 import subprocess
@@ -66,8 +67,9 @@ def test_wikitext2_rejects_unknown_split(wikitext2):
 def test_save_logs_writes_course_files_and_json(tmp_path):
     save_logs = _load("utils/data_utils.py", "_mila_data_utils").save_logs
     args = Namespace(log_dir=str(tmp_path), exp_id="run", model="gpt1", layers=2, optimizer="adam")
-    folder = Path(save_logs(args, [5.0, 4.0], [148.4, 54.6], [1.0, 1.1], [5.1, 4.5], [164.0, 90.0],
-                            [0.2, 0.2], 4.4, 81.5, 0.3))
+    folder = Path(
+        save_logs(args, [5.0, 4.0], [148.4, 54.6], [1.0, 1.1], [5.1, 4.5], [164.0, 90.0], [0.2, 0.2], 4.4, 81.5, 0.3)
+    )
     assert (folder / "train_ppl.txt").read_text().split() == ["148.4", "54.6"]
     assert (folder / "test_ppl.txt").read_text().split() == ["81.5"]
     assert json.loads((folder / "args.json").read_text())["model"] == "gpt1"
@@ -96,14 +98,44 @@ def test_run_demo_writes_png_and_per_epoch_logs(tmp_path):
 def test_run_exp_loads_an_embeddings_file(tmp_path):
     """The TA path: --embeddings names a real embeddings.npz (tokens and position arrays)."""
     generator = np.random.default_rng(0)
-    np.savez(tmp_path / "embeddings.npz",
-             tokens=(0.02 * generator.standard_normal((40479, 8))).astype(np.float32),
-             position=(0.02 * generator.standard_normal((32, 8))).astype(np.float32))
-    command = [sys.executable, "run_exp.py", "--model", "gpt1", "--num_heads", "2", "--layers", "1",
-               "--embeddings", str(tmp_path / "embeddings.npz"), "--max_length", "32",
-               "--batch_size", "2", "--epochs", "1", "--max_steps", "2", "--max_eval_steps", "1",
-               "--device", "cpu", "--num_workers", "0", "--data_folder", str(DATA),
-               "--log", "--log_dir", str(tmp_path / "logs"), "--exp_id", "emb"]
+    np.savez(
+        tmp_path / "embeddings.npz",
+        tokens=(0.02 * generator.standard_normal((40479, 8))).astype(np.float32),
+        position=(0.02 * generator.standard_normal((32, 8))).astype(np.float32),
+    )
+    command = [
+        sys.executable,
+        "run_exp.py",
+        "--model",
+        "gpt1",
+        "--num_heads",
+        "2",
+        "--layers",
+        "1",
+        "--embeddings",
+        str(tmp_path / "embeddings.npz"),
+        "--max_length",
+        "32",
+        "--batch_size",
+        "2",
+        "--epochs",
+        "1",
+        "--max_steps",
+        "2",
+        "--max_eval_steps",
+        "1",
+        "--device",
+        "cpu",
+        "--num_workers",
+        "0",
+        "--data_folder",
+        str(DATA),
+        "--log",
+        "--log_dir",
+        str(tmp_path / "logs"),
+        "--exp_id",
+        "emb",
+    ]
     result = subprocess.run(command, check=False, cwd=REFERENCE, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     # Frozen pretrained embeddings: only the transformer blocks learn.
@@ -124,9 +156,13 @@ def test_plot_curves_cli(tmp_path):
     for index, (model, optimizer) in enumerate([("lstm", "adam"), ("gpt1", "sgd")]):
         folder = tmp_path / f"exp{index}"
         folder.mkdir()
-        logs = {"args": {"model": model, "layers": 1, "optimizer": optimizer},
-                "train_ppls": [900.0, 400.0, 300.0], "valid_ppls": [800.0, 500.0, 450.0],
-                "train_times": [10.0, 10.0, 10.0], "valid_times": [1.0, 1.0, 1.0]}
+        logs = {
+            "args": {"model": model, "layers": 1, "optimizer": optimizer},
+            "train_ppls": [900.0, 400.0, 300.0],
+            "valid_ppls": [800.0, 500.0, 450.0],
+            "train_times": [10.0, 10.0, 10.0],
+            "valid_times": [1.0, 1.0, 1.0],
+        }
         (folder / "logs.json").write_text(json.dumps(logs))
         runs.append(str(folder))
     from tools.mila_ift6135_a2.plot_curves import main

@@ -5,6 +5,7 @@
   refuse degenerate outputs, with numpy only;
 - the reference follows the handout's formulas (float64), so the recorded snapshots do too.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -39,21 +40,25 @@ def test_short_inputs_to_get_embeddings_are_not_graded(assignment):
 
 # -- the suite's rules, applied as the parent applies them ------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def rules():
     return load_rulebook(SUITE)
 
 
 def _judge(rules, rule, value, expected=None, seen=None, **params):
-    ev = Evidence(key="value", value=value, params=params, expected=value if expected is None else expected,
-                  seen=seen or {})
+    ev = Evidence(
+        key="value", value=value, params=params, expected=value if expected is None else expected, seen=seen or {}
+    )
     return rules.evaluate(rule, ev)
 
 
 def test_judges_load_without_torch():
-    code = ("import sys; from pathlib import Path; from grader.judges import load_rulebook; "
-            f"book = load_rulebook(Path({str(SUITE)!r})); "
-            "assert 'torch' not in sys.modules; assert 'mha_forward' in book")
+    code = (
+        "import sys; from pathlib import Path; from grader.judges import load_rulebook; "
+        f"book = load_rulebook(Path({str(SUITE)!r})); "
+        "assert 'torch' not in sys.modules; assert 'mha_forward' in book"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
@@ -109,10 +114,12 @@ def test_loss_value_names_the_common_mistakes(rules):
     mistakes = {"the token mean": 2.5, "over padding too": 7.0}
     expected = np.array([3.0], dtype=np.float32)
     assert _judge(rules, "loss_value", expected, mistakes=mistakes) == []
-    assert _judge(rules, "loss_value", np.array([2.5], np.float32), expected, mistakes=mistakes) == \
-        ["the loss is the token mean"]
-    assert _judge(rules, "loss_value", np.array([4.0], np.float32), expected, mistakes=mistakes) == \
-        ["the loss differs from the expected value"]
+    assert _judge(rules, "loss_value", np.array([2.5], np.float32), expected, mistakes=mistakes) == [
+        "the loss is the token mean"
+    ]
+    assert _judge(rules, "loss_value", np.array([4.0], np.float32), expected, mistakes=mistakes) == [
+        "the loss differs from the expected value"
+    ]
     assert _judge(rules, "loss_value", None, expected)  # `pass`: nothing returned
 
 
@@ -126,6 +133,7 @@ def _generated(shapes, seed, scale):
 def _mha(x, q, k, v, w_out, b_out, heads):
     def split(t):
         return t.reshape(t.shape[0], t.shape[1], heads, -1).transpose(0, 2, 1, 3)
+
     q, k, v = split(q), split(k), split(v)
     weights = _causal_softmax(q @ k.transpose(0, 1, 3, 2) / math.sqrt(q.shape[-1]))
     out = (weights @ v).transpose(0, 2, 1, 3).reshape(x.shape)
@@ -169,6 +177,7 @@ def test_mha_forward_reads_every_accepted_layout(rules, layout):
 
 # -- the reference follows the handout's formulas (so do the snapshots recorded from it) ------------
 
+
 @pytest.fixture(scope="module")
 def reference_gpt1():
     """The reference's gpt1_solution.py, imported without leaving `utils` in sys.modules."""
@@ -208,8 +217,9 @@ def test_reference_attention_is_the_handout_formula(reference_gpt1):
     attention = reference_gpt1.MultiHeadedAttention(head_size, heads, length)
     q, k, v = (torch.randn(2, heads, length, head_size) for _ in range(3))
     weights = attention.get_attention_weights(q, k)
-    expected = torch.from_numpy(_causal_softmax((q.double() @ k.double().transpose(-2, -1)).numpy()
-                                                / math.sqrt(head_size)))
+    expected = torch.from_numpy(
+        _causal_softmax((q.double() @ k.double().transpose(-2, -1)).numpy() / math.sqrt(head_size))
+    )
     torch.testing.assert_close(weights.double(), expected, rtol=1e-4, atol=1e-6)
     merged = (expected @ v.double()).transpose(1, 2).reshape(2, length, heads * head_size)
     torch.testing.assert_close(attention.apply_attention(q, k, v).double(), merged, rtol=1e-4, atol=1e-5)

@@ -39,8 +39,7 @@ def _cases():
         folder = readme.parent
         reason = _spec(folder).get("xfail")
         marks = [pytest.mark.xfail(reason=reason, strict=False)] if reason else []
-        yield pytest.param(f"{folder.parent.name}/{folder.name}", marks=marks,
-                           id=f"{folder.parent.name}/{folder.name}")
+        yield pytest.param(f"{folder.parent.name}/{folder.name}", marks=marks, id=f"{folder.parent.name}/{folder.name}")
 
 
 def build_submission(case: Path, assignment, dest: Path) -> Path:
@@ -68,8 +67,7 @@ def build_submission(case: Path, assignment, dest: Path) -> Path:
         (dest / file).write_text(text, encoding="utf-8")
     for file in spec.get("notebook") or []:
         source = dest / file
-        nbformat.write(py_to_notebook(source.read_text(encoding="utf-8")),
-                       str(source.with_suffix(".ipynb")))
+        nbformat.write(py_to_notebook(source.read_text(encoding="utf-8")), str(source.with_suffix(".ipynb")))
         source.unlink()
     return dest
 
@@ -80,8 +78,7 @@ def test_real_style_submission_gets_full_marks(case, shared_tmp):
     assignment = load_assignment(assignment_id)
     folder = build_submission(CASES / case, assignment, shared_tmp / f"real-{assignment_id}-{name}")
     report = grade(assignment, folder)
-    lost = [(t.test_id, t.outcome, t.message[:300]) for t in report.tests
-            if not t.passed and t.max_score > 0]
+    lost = [(t.test_id, t.outcome, t.message[:300]) for t in report.tests if not t.passed and t.max_score > 0]
     assert report.score == report.max_score == assignment.total_points, (lost, report.notes[:6])
     if case in NOTES:
         assert any(NOTES[case] in note for note in report.notes), report.notes

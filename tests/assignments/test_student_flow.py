@@ -29,10 +29,18 @@ from grader.runner import grade
 # assignment -> (file, function a student fills in, its public test, its question)
 FILLS = {
     "cmu_11667_a2": ("train.py", "cosine_lr_schedule", "public/test_train.py::test_cosine_lr_schedule", "2.1"),
-    "mila_ift6135_a2": ("gpt1_solution.py", "LayerNorm.forward", "public/test_gpt1_public.py::test_layernorm_forward_shape",
-                        "2.1"),
-    "cmu_10423_hw3": ("dataloader.py", "CustomDataLoader._add_instruction_finetuning",
-                      "public/test_data_public.py::test_instruction_text_has_review_and_label", "dataloader.py"),
+    "mila_ift6135_a2": (
+        "gpt1_solution.py",
+        "LayerNorm.forward",
+        "public/test_gpt1_public.py::test_layernorm_forward_shape",
+        "2.1",
+    ),
+    "cmu_10423_hw3": (
+        "dataloader.py",
+        "CustomDataLoader._add_instruction_finetuning",
+        "public/test_data_public.py::test_instruction_text_has_review_and_label",
+        "dataloader.py",
+    ),
     "duke_ece661_hw3": ("LabRNN.ipynb", "tokenize", "public/test_rnn_public.py::test_tokenize_returns_ids", "2(c)"),
 }
 
@@ -57,10 +65,10 @@ def _function_lines(source: str, qualname: str) -> tuple[int, int]:
 def _splice(target: str, qualname: str, reference: str) -> str:
     """``target`` with ``qualname``'s definition replaced by the reference's (what the student writes)."""
     first, last = _function_lines(reference, qualname)
-    written = reference.splitlines(keepends=True)[first - 1:last]
+    written = reference.splitlines(keepends=True)[first - 1 : last]
     t_first, t_last = _function_lines(target, qualname)
     lines = target.splitlines(keepends=True)
-    return "".join(lines[:t_first - 1] + written + lines[t_last:])
+    return "".join(lines[: t_first - 1] + written + lines[t_last:])
 
 
 def _fill(assignment, handout: Path, file: str, qualname: str) -> None:
@@ -83,8 +91,9 @@ def _in_notebook_check(handout: Path, notebook: str, question: str) -> str:
     nb = nbformat.read(str(handout / notebook), as_version=4)
     nb.cells = [c for c in nb.cells if c.cell_type == "code" and not c.source.lstrip().startswith(("!", "%"))]
     nb.cells.append(nbformat.v4.new_code_cell(f"import lmgrade\nprint(repr(lmgrade.check({question!r})))"))
-    NotebookClient(nb, timeout=600, kernel_name="python3", allow_errors=True,
-                   resources={"metadata": {"path": str(handout)}}).execute()
+    NotebookClient(
+        nb, timeout=600, kernel_name="python3", allow_errors=True, resources={"metadata": {"path": str(handout)}}
+    ).execute()
     return "".join(o.get("text", "") for o in nb.cells[-1].outputs if o.get("output_type") == "stream")
 
 
@@ -98,9 +107,15 @@ def _run_autograder(assignment, submission_zip: Path, base: Path) -> dict:
     for path in [base, *base.rglob("*")]:
         if path.is_dir():
             path.chmod(0o755)
-    proc = subprocess.run([str(root / "source" / "run_autograder")], cwd=root, capture_output=True, text=True,
-                          timeout=900, env=_env(LMGRADE_AUTOGRADER_ROOT=str(root), LMGRADE_PYTHON=sys.executable),
-                          check=False)
+    proc = subprocess.run(
+        [str(root / "source" / "run_autograder")],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=_env(LMGRADE_AUTOGRADER_ROOT=str(root), LMGRADE_PYTHON=sys.executable),
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = json.loads((root / "results" / "results.json").read_text())
     validate(results)
@@ -119,21 +134,42 @@ def test_a_student_fills_one_function_checks_exports_and_is_graded(assignment_id
     _fill(a, handout, file, qualname)
 
     _, test_name = test_id.split("::")
-    bare = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", test_name],
-                          cwd=handout, capture_output=True, text=True, timeout=600, env=_env(), check=False)
+    bare = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", test_name],
+        cwd=handout,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=_env(),
+        check=False,
+    )
     assert f"{test_name} PASSED" in bare.stdout or " passed" in bare.stdout.splitlines()[-1], bare.stdout[-3000:]
     assert "failed" not in bare.stdout.splitlines()[-1], bare.stdout[-3000:]
 
     if file.endswith(".ipynb"):
         shown = _in_notebook_check(handout, file, question)
     else:
-        shown = subprocess.run([sys.executable, "-m", "lmgrade", "check", question], cwd=handout, capture_output=True,
-                               text=True, timeout=600, env=_env(), check=False).stdout
+        shown = subprocess.run(
+            [sys.executable, "-m", "lmgrade", "check", question],
+            cwd=handout,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=_env(),
+            check=False,
+        ).stdout
     assert "PASS" in shown and test_id in shown, shown
     assert f"question {question}" in shown, shown
 
-    exported = subprocess.run([sys.executable, "-m", "lmgrade", "export"], cwd=handout, capture_output=True,
-                              text=True, timeout=120, env=_env(), check=False)
+    exported = subprocess.run(
+        [sys.executable, "-m", "lmgrade", "export"],
+        cwd=handout,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_env(),
+        check=False,
+    )
     assert exported.returncode == 0, exported.stdout + exported.stderr
     submission_zip = handout / "submission.zip"
     with zipfile.ZipFile(submission_zip) as zf:

@@ -62,8 +62,17 @@ TIMEOUT = float(os.environ.get("LMGRADE_ADV_TIMEOUT", "8"))
 MARK = "LMGRADE_ADV_MARK"  # set in the grading process's environment: its children inherit it
 NUMERIC_META = {"score", "max_score", "execution_time", "duration"}  # numbers the grader itself writes
 PARAMS = {"hidden/test_ops.py::test_scaled": ("0.5", "3.0")}  # parametrised toy tests (see its suite)
-EXPECTED_KEYS = {"score", "failing", "tests", "honest_score", "needs_root", "wait_after", "symlinks",
-                 "max_results_bytes", "absent"}
+EXPECTED_KEYS = {
+    "score",
+    "failing",
+    "tests",
+    "honest_score",
+    "needs_root",
+    "wait_after",
+    "symlinks",
+    "max_results_bytes",
+    "absent",
+}
 
 
 def _expected(case: str) -> dict:
@@ -85,6 +94,7 @@ def _rubric_scores(toy) -> dict[str, float]:
 
 # -- the corpus itself -------------------------------------------------------------------------
 
+
 def test_corpus_is_complete(toy):
     assert len(CASES) >= 15, CASES
     points = _rubric_scores(toy)
@@ -102,10 +112,13 @@ def test_corpus_is_complete(toy):
         exact = exp.get("tests") or {}
         total = sum(0.0 if t in exp["failing"] else exact.get(t, p) for t, p in points.items())
         assert math.isclose(total, exp["score"], abs_tol=1e-9), f"{case}: score {exp['score']} but parts sum to {total}"
-        assert not any(f.is_symlink() for f in folder.rglob("*")), f"{case}: symlinks are made by the test, not committed"
+        assert not any(f.is_symlink() for f in folder.rglob("*")), (
+            f"{case}: symlinks are made by the test, not committed"
+        )
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
 
 def _world_writable_dir(prefix: str) -> Path:
     """Outside /tmp: under root each run gets a private /tmp, where these would be invisible."""
@@ -144,8 +157,11 @@ def _digest(root: Path) -> dict[str, str]:
 
 
 def _diff(before: dict[str, str], after: dict[str, str]) -> list[str]:
-    return sorted(f"{k}: {'new' if k not in before else 'gone' if k not in after else 'changed'}"
-                  for k in set(before) | set(after) if before.get(k) != after.get(k))
+    return sorted(
+        f"{k}: {'new' if k not in before else 'gone' if k not in after else 'changed'}"
+        for k in set(before) | set(after)
+        if before.get(k) != after.get(k)
+    )
 
 
 def _stat(pid: int) -> list[str] | None:
@@ -208,8 +224,9 @@ def _descendants(root_pid: int) -> set[int]:
 def _recorded_pids(scratch: Path, report) -> set[tuple[int, int]]:
     """(pid, starttime) the attacks left in SCRATCH/pids-*.txt or printed as `ADV-PID pid start`."""
     text = "".join(p.read_text(errors="replace") for p in scratch.glob("pids-*.txt"))
-    text += "\n".join(line.split("ADV-PID", 1)[1] for t in report.tests for line in t.stdout.splitlines()
-                      if "ADV-PID" in line)
+    text += "\n".join(
+        line.split("ADV-PID", 1)[1] for t in report.tests for line in t.stdout.splitlines() if "ADV-PID" in line
+    )
     out = set()
     for line in text.splitlines():
         parts = line.split()
@@ -225,7 +242,9 @@ def _leftover_processes(token: str, scratch: Path, report, grace: float = 1.5) -
     while True:
         found = {f"{pid} (carries the case's environment mark)" for pid in _marked_processes(token)}
         found |= {f"{pid} (a child of the grading process)" for pid in _descendants(os.getpid())}
-        found |= {f"{pid} (recorded by the attack)" for pid, start in _recorded_pids(scratch, report) if _alive(pid, start)}
+        found |= {
+            f"{pid} (recorded by the attack)" for pid, start in _recorded_pids(scratch, report) if _alive(pid, start)
+        }
         if not found or time.time() > deadline:
             return sorted(found)
         time.sleep(0.1)
@@ -315,14 +334,17 @@ def _solution_lines(toy, submission: Path) -> list[str]:
 
 
 def _table(report) -> str:
-    return "\n".join(f"  {t.test_id}: {t.outcome} {t.score:g}/{t.max_score:g} {t.message[:160]!r}"
-                     for t in report.tests)
+    return "\n".join(
+        f"  {t.test_id}: {t.outcome} {t.score:g}/{t.max_score:g} {t.message[:160]!r}" for t in report.tests
+    )
 
 
 # -- the adversarial cases ------------------------------------------------------------------------
 
-def _grade_case(case: str, toy_root: Path, shared_tmp: Path, tmp_path: Path, monkeypatch,
-                cheat: str = "on") -> list[str]:
+
+def _grade_case(
+    case: str, toy_root: Path, shared_tmp: Path, tmp_path: Path, monkeypatch, cheat: str = "on"
+) -> list[str]:
     """Grade one case; return every problem found (empty: the case holds)."""
     exp = _expected(case)
     if exp.get("needs_root") and os.geteuid() != 0:
@@ -339,12 +361,19 @@ def _grade_case(case: str, toy_root: Path, shared_tmp: Path, tmp_path: Path, mon
     token = uuid.uuid4().hex
     problems: list[str] = []
     try:
-        fill = {"toy": str(root), "results": str(results_path), "scratch": str(scratch),
-                "snapshots": str(toy.snapshots_dir)}
+        fill = {
+            "toy": str(root),
+            "results": str(results_path),
+            "scratch": str(scratch),
+            "snapshots": str(toy.snapshots_dir),
+        }
         links = {name: target.format(**fill) for name, target in (exp.get("symlinks") or {}).items()}
-        folder = _build_submission(case, tmp_path / "submission",
-                                   {"@@CHEAT@@": cheat, "@@SCRATCH@@": str(scratch), "@@RESULTS@@": str(results_path)},
-                                   links)
+        folder = _build_submission(
+            case,
+            tmp_path / "submission",
+            {"@@CHEAT@@": cheat, "@@SCRATCH@@": str(scratch), "@@RESULTS@@": str(results_path)},
+            links,
+        )
         before_toy, before_sub = _digest(root), _digest(folder)
         autograder_existed = os.path.lexists("/autograder")
         with monkeypatch.context() as m:
@@ -367,7 +396,9 @@ def _grade_case(case: str, toy_root: Path, shared_tmp: Path, tmp_path: Path, mon
                 problems.append(f"tests that must earn nothing earned points: {earned}")
             for test_id, score in (exp.get("tests") or {}).items():
                 if test_id not in by or abs(by[test_id].score - score) > 1e-6:
-                    problems.append(f"{test_id} must earn exactly {score:g}, got {by.get(test_id) and by[test_id].score}")
+                    problems.append(
+                        f"{test_id} must earn exactly {score:g}, got {by.get(test_id) and by[test_id].score}"
+                    )
         problems += _check_results(results_path, report, toy, case, exp.get("max_results_bytes"))
         if exp.get("wait_after") and results_path.is_file():
             first = results_path.read_bytes()
@@ -398,8 +429,9 @@ def _grade_case(case: str, toy_root: Path, shared_tmp: Path, tmp_path: Path, mon
             problems.append(f"submitted or planted start-up files were executed: {ran}")
         import glob
 
-        present = [p for pattern in exp.get("absent") or []
-                   for p in glob.glob(pattern.format(scratch_name=scratch.name))]
+        present = [
+            p for pattern in exp.get("absent") or [] for p in glob.glob(pattern.format(scratch_name=scratch.name))
+        ]
         if present:
             problems.append(f"left behind after grading: {present}")
             for p in present:
@@ -418,8 +450,13 @@ def _grade_case(case: str, toy_root: Path, shared_tmp: Path, tmp_path: Path, mon
 def _git_init(root: Path) -> None:
     import subprocess
 
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t"}
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "toy"]):
         subprocess.run(cmd, cwd=root, env=env, check=True, capture_output=True)
 
@@ -438,8 +475,9 @@ def _check_results(results_path: Path, report, toy, case: str, max_bytes: int | 
         return problems + [f"results.json does not parse or validate: {type(err).__name__}: {str(err)[:300]}"]
     if results != json.loads(json.dumps(build_results(report))):
         problems.append("results.json is not what the parent built from its report (something else wrote it)")
-    wrong = [t["name"] for t in results["tests"]
-             if t.get("visibility") != toy.visibility_for(t["extra_data"]["test_id"])]
+    wrong = [
+        t["name"] for t in results["tests"] if t.get("visibility") != toy.visibility_for(t["extra_data"]["test_id"])
+    ]
     if wrong:
         problems.append(f"tests shown with a visibility the rubric does not give: {wrong}")
     snapshots = toy.snapshots_dir
@@ -458,7 +496,9 @@ def test_adversarial(case, toy_root, shared_tmp, tmp_path, monkeypatch):
     assert not problems, f"{case}:\n" + "\n".join(problems)
 
 
-@pytest.mark.skipif(os.environ.get("LMGRADE_ADV_HONEST") != "1", reason="set LMGRADE_ADV_HONEST=1 to check the honest parts")
+@pytest.mark.skipif(
+    os.environ.get("LMGRADE_ADV_HONEST") != "1", reason="set LMGRADE_ADV_HONEST=1 to check the honest parts"
+)
 @pytest.mark.parametrize("case", CASES)
 def test_honest_part(case, toy_root, shared_tmp, tmp_path, monkeypatch):
     """With the attack switched off, the case earns `honest_score` (default: `score`) and is clean."""

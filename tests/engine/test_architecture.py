@@ -21,8 +21,13 @@ def _imports(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             out.add(node.module)
             out |= {f"{node.module}.{a.name}" for a in node.names}
-        elif (isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "import_module"
-              and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+        elif (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "attr", getattr(node.func, "id", "")) == "import_module"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
             out.add(node.args[0].value)
     return out
 
@@ -36,8 +41,10 @@ def _modules(package: str) -> dict[str, Path]:
 
 
 def test_grader_imports_nothing_from_tools():
-    offenders = {name: sorted(i for i in _imports(path) if i == "tools" or i.startswith("tools."))
-                 for name, path in _modules("grader").items()}
+    offenders = {
+        name: sorted(i for i in _imports(path) if i == "tools" or i.startswith("tools."))
+        for name, path in _modules("grader").items()
+    }
     assert {k: v for k, v in offenders.items() if v} == {}
 
 
@@ -52,7 +59,7 @@ def test_no_import_cycles(package):
         stack.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == "open":
-                cycles.append(" -> ".join(stack[stack.index(nxt):] + [nxt]))
+                cycles.append(" -> ".join(stack[stack.index(nxt) :] + [nxt]))
             elif nxt not in state:
                 visit(nxt)
         stack.pop()

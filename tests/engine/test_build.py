@@ -50,7 +50,7 @@ PYTEST = Path(sys.executable).with_name("pytest")  # the `pytest` command of thi
 # own process with os._exit(0), which pytest cannot catch. Every later import (in the test
 # processes the grader starts for the remaining tests) forges again and exits through
 # SystemExit: one hard exit is enough to prove the point, and each one costs a new process.
-ADVERSARIAL = '''
+ADVERSARIAL = """
 import json, os
 FORGED = {"score": 1000.0, "output": "FORGED", "tests": [{"name": "forged", "score": 1000.0, "max_score": 1.0}]}
 targets = {"/autograder/results/results.json"}
@@ -80,7 +80,7 @@ if not os.path.exists(marker):
         pass
     os._exit(0)
 raise SystemExit(0)
-'''
+"""
 
 
 def unzip(archive: Path, dest: Path) -> Path:
@@ -97,8 +97,7 @@ def unzip(archive: Path, dest: Path) -> Path:
 def clean_env(**extra: str) -> dict[str, str]:
     """This environment without what pytest, xdist or lmgrade set in it (but with the course
     environments' cache, which `make install` filled)."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PYTEST", "LMGRADE_", "PYTHONPATH", "COV_CORE"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "LMGRADE_", "PYTHONPATH", "COV_CORE"))}
     env["LMGRADE_ENV_CACHE"] = str(cache_dir())
     env["OMP_NUM_THREADS"] = "1"  # 2 shared cores: torch's thread pool would only fight
     env.update(extra)
@@ -138,15 +137,25 @@ def e2e_handout_zip(e2e, tmp_path_factory) -> Path:
 
 # -- the autograder zip: what it holds ------------------------------------------------------------
 
+
 def test_autograder_zip_layout(e2e_autograder_zip):
     with zipfile.ZipFile(e2e_autograder_zip) as zf:
         names = set(zf.namelist())
         modes = {i.filename: i.external_attr >> 16 for i in zf.infolist()}
-    assert {"setup.sh", "run_autograder", "pyproject.toml", "README.md", PARENT_LOCK, "grader/runner.py",
-            f"test_suites/{E2E}/environment.lock",
-            "grader/templates/run_autograder.j2", f"test_suites/{E2E}/assignment.yaml",
-            f"test_suites/{E2E}/hidden/test_lstm.py", f"student_template/{E2E}/lstm_solution.py",
-            f"student_template/{E2E}/run_exp.py"} <= names
+    assert {
+        "setup.sh",
+        "run_autograder",
+        "pyproject.toml",
+        "README.md",
+        PARENT_LOCK,
+        "grader/runner.py",
+        f"test_suites/{E2E}/environment.lock",
+        "grader/templates/run_autograder.j2",
+        f"test_suites/{E2E}/assignment.yaml",
+        f"test_suites/{E2E}/hidden/test_lstm.py",
+        f"student_template/{E2E}/lstm_solution.py",
+        f"student_template/{E2E}/run_exp.py",
+    } <= names
     assert any(n.startswith(f"fixtures/{E2E}/snapshots/reference/hidden/") for n in names)  # hidden snapshots ship
     assert not [n for n in names if n.startswith(("reference/", "tests/", "/")) or "/mutants/" in n or ".." in n]
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
@@ -200,8 +209,10 @@ def test_real_assignments_build_without_the_reference(assignment_id, tmp_path):
     assignment = load_assignment(assignment_id)
     secret = reference_only_hashes(assignment)
     others = [o for o in list_assignments() if o != assignment_id]
-    for archive in (build_autograder(assignment, tmp_path / "a.zip", stale_template_ok=True),
-                    build_handout(assignment, tmp_path / "h.zip", stale_template_ok=True)):
+    for archive in (
+        build_autograder(assignment, tmp_path / "a.zip", stale_template_ok=True),
+        build_handout(assignment, tmp_path / "h.zip", stale_template_ok=True),
+    ):
         with zipfile.ZipFile(archive) as zf:
             names = zf.namelist()
             assert not [n for n in names if n.startswith("reference/")]
@@ -248,7 +259,9 @@ def test_build_refuses_a_lock_that_is_missing_or_breaks_the_declared_ranges(tmp_
     assert "numpy==1.26.4" in text and "numpy>=1.19,<2" in mila.environment.packages
     lock.write_text(text.replace("numpy==1.26.4", "numpy==2.0.2"))  # edited after the rubric was loaded
     for build in (build_autograder, build_handout):
-        with pytest.raises(BuildError, match=rf"numpy 2\.0\.2 does not satisfy numpy>=1\.19,<2 .*lmgrade env lock {E2E}"):
+        with pytest.raises(
+            BuildError, match=rf"numpy 2\.0\.2 does not satisfy numpy>=1\.19,<2 .*lmgrade env lock {E2E}"
+        ):
             build(mila, tmp_path / "a.zip")
     with pytest.raises(RubricError, match=r"environment.lock: numpy 2\.0\.2 does not satisfy numpy>=1\.19,<2"):
         load_assignment(E2E, root=proj)  # and loading says so at once
@@ -260,8 +273,9 @@ def test_build_refuses_a_lock_that_is_missing_or_breaks_the_declared_ranges(tmp_
         with pytest.raises(BuildError, match=rf"no test_suites/{E2E}/environment.lock: run `lmgrade env lock {E2E}`"):
             build(mila, tmp_path / "a.zip")
     assert not (tmp_path / "a.zip").exists()
-    proc = _lmgrade("build-autograder", E2E, "-o", str(tmp_path / "a.zip"), cwd=tmp_path,
-                    env={"LMGRADE_HOME": str(proj)})
+    proc = _lmgrade(
+        "build-autograder", E2E, "-o", str(tmp_path / "a.zip"), cwd=tmp_path, env={"LMGRADE_HOME": str(proj)}
+    )
     assert proc.returncode == 1 and "environment.lock: run `lmgrade env lock" in proc.stderr, proc.stderr
 
 
@@ -291,6 +305,7 @@ def test_build_reports_a_pinned_version_that_does_not_install(tmp_path, monkeypa
 
 # -- run_autograder, as Gradescope runs it -------------------------------------------------------
 
+
 def _gradescope_root(autograder_zip: Path, base: Path, files: dict[str, Path | str]) -> Path:
     """/autograder as Gradescope lays it out: source/ (the zip), submission/, results/.
 
@@ -312,9 +327,15 @@ def _gradescope_root(autograder_zip: Path, base: Path, files: dict[str, Path | s
 
 
 def _run_autograder(root: Path, python: str = sys.executable, **env: str) -> dict:
-    proc = subprocess.run([str(root / "source" / "run_autograder")], check=False, cwd=root, capture_output=True,
-                          text=True, timeout=300,
-                          env=clean_env(LMGRADE_AUTOGRADER_ROOT=str(root), LMGRADE_PYTHON=python, **env))
+    proc = subprocess.run(
+        [str(root / "source" / "run_autograder")],
+        check=False,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=clean_env(LMGRADE_AUTOGRADER_ROOT=str(root), LMGRADE_PYTHON=python, **env),
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert sorted(os.listdir(root / "results")) == ["results.json"], proc.stdout
     results = json.loads((root / "results" / "results.json").read_text())
@@ -370,8 +391,11 @@ def test_run_autograder_writes_results_when_lmgrade_cannot_run(e2e_autograder_zi
 
 def test_run_autograder_keeps_partial_results_at_the_time_budget(e2e, e2e_autograder_zip, shared_tmp):
     lstm = (e2e.reference_dir / "lstm_solution.py").read_text()
-    hang = lstm.replace("    def forward(self, inputs, hidden_states):",
-                        "    def forward(self, inputs, hidden_states):\n        import time; time.sleep(300)", 1)
+    hang = lstm.replace(
+        "    def forward(self, inputs, hidden_states):",
+        "    def forward(self, inputs, hidden_states):\n        import time; time.sleep(300)",
+        1,
+    )
     assert "time.sleep" in hang
     files = {"lstm_solution.py": hang, "gpt1_solution.py": e2e.reference_dir / "gpt1_solution.py"}
     root = _gradescope_root(e2e_autograder_zip, shared_tmp / "budget", files)
@@ -381,6 +405,7 @@ def test_run_autograder_keeps_partial_results_at_the_time_budget(e2e, e2e_autogr
 
 
 # -- the handout zip ------------------------------------------------------------------------------
+
 
 def test_handout_layout_is_public_only(tmp_path):
     assignment = load_assignment(PUBLIC_SNAPSHOTS)
@@ -393,7 +418,9 @@ def test_handout_layout_is_public_only(tmp_path):
         manifest = json.loads(zf.read(f"fixtures/{assignment.id}/snapshots/manifest.json"))
         readme = zf.read(names_["readme"]).decode()
         conftest = zf.read("conftest.py").decode()
-    public_files = {p.relative_to(assignment.suite_dir).as_posix() for p in (assignment.suite_dir / "public").rglob("*.py")}
+    public_files = {
+        p.relative_to(assignment.suite_dir).as_posix() for p in (assignment.suite_dir / "public").rglob("*.py")
+    }
     assert {"conftest.py", "pytest.ini", names_["readme"], names_["requirements"], "grader/plugin.py"} <= names
     with zipfile.ZipFile(archive) as zf:  # students install the course environment, as Gradescope does
         requirements = zf.read(names_["requirements"]).decode()
@@ -419,8 +446,15 @@ def test_handout_layout_is_public_only(tmp_path):
 
 def _pytest_in(folder: Path, **env: str) -> subprocess.CompletedProcess:
     """A student's bare `pytest` in the unpacked folder, without this environment's pytest plugins."""
-    return subprocess.run([str(PYTEST)], check=False, cwd=folder, capture_output=True, text=True, timeout=300,
-                          env=clean_env(PYTEST_DISABLE_PLUGIN_AUTOLOAD="1", **env))
+    return subprocess.run(
+        [str(PYTEST)],
+        check=False,
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=clean_env(PYTEST_DISABLE_PLUGIN_AUTOLOAD="1", **env),
+    )
 
 
 def test_handout_pytest_fails_cleanly_on_the_template(e2e_handout_zip, tmp_path):
@@ -452,19 +486,31 @@ def test_handout_pytest_passes_with_the_reference_files(e2e_handout_zip, tmp_pat
 
 
 def _pinned_names(requirements: str) -> set[str]:
-    return {_canonical(re.split(r"[=<>!~;\[ ]", line, maxsplit=1)[0]) for line in requirements.splitlines()
-            if line.strip() and not line.startswith("#")}
+    return {
+        _canonical(re.split(r"[=<>!~;\[ ]", line, maxsplit=1)[0])
+        for line in requirements.splitlines()
+        if line.strip() and not line.startswith("#")
+    }
 
 
 def _distributions_imported(importtime_log: str) -> set[str]:
     """Distributions whose modules a ``PYTHONPROFILEIMPORTTIME`` log shows imported, except
     what the interpreter itself imports at start-up (this environment's .pth hooks)."""
-    def top_modules(log: str) -> set[str]:
-        return {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in log.splitlines()
-                if line.startswith("import time:") and "|" in line}
 
-    startup = subprocess.run([sys.executable, "-c", "pass"], check=False, capture_output=True, text=True,
-                             env=clean_env(PYTHONPROFILEIMPORTTIME="1")).stderr
+    def top_modules(log: str) -> set[str]:
+        return {
+            line.rsplit("|", 1)[-1].strip().split(".")[0]
+            for line in log.splitlines()
+            if line.startswith("import time:") and "|" in line
+        }
+
+    startup = subprocess.run(
+        [sys.executable, "-c", "pass"],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=clean_env(PYTHONPROFILEIMPORTTIME="1"),
+    ).stderr
     names = top_modules(importtime_log) - top_modules(startup) - set(sys.stdlib_module_names)
     owners = metadata.packages_distributions()
     return {_canonical(d) for name in names for d in owners.get(name, [])} - {"lmgrade"}
@@ -497,9 +543,17 @@ def _canonical(name: str) -> str:
 
 # -- the command line -----------------------------------------------------------------------------
 
+
 def _lmgrade(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "grader", *args], check=False, capture_output=True, text=True,
-                          cwd=cwd, env=clean_env(COLUMNS="80", **(env or {})), timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "grader", *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=clean_env(COLUMNS="80", **(env or {})),
+        timeout=120,
+    )
 
 
 def test_cli_builds_both_zips_and_reports_bad_input_in_one_line(tmp_path):
@@ -508,11 +562,17 @@ def test_cli_builds_both_zips_and_reports_bad_input_in_one_line(tmp_path):
     assert zipfile.is_zipfile(tmp_path / "out" / "handout.zip")
     proc = _lmgrade("build-autograder", E2E, cwd=tmp_path)  # default name in the current folder
     assert proc.returncode == 0 and (tmp_path / f"{E2E}-autograder.zip").is_file(), proc.stderr
-    for args in (("build-autograder", "no_such_assignment"), ("build-handout", "no_such_assignment"),
-                 ("build-handout", E2E, "-o", "/proc/no/handout.zip"),
-                 ("build-autograder", E2E, "--time-limit", "10", "-o", str(tmp_path / "x.zip"))):
+    for args in (
+        ("build-autograder", "no_such_assignment"),
+        ("build-handout", "no_such_assignment"),
+        ("build-handout", E2E, "-o", "/proc/no/handout.zip"),
+        ("build-autograder", E2E, "--time-limit", "10", "-o", str(tmp_path / "x.zip")),
+    ):
         proc = _lmgrade(*args)
         assert proc.returncode != 0, args
         lines = proc.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in proc.stderr, (args, proc.stderr)
+        assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in proc.stderr, (
+            args,
+            proc.stderr,
+        )
     assert "unknown assignment 'no_such_assignment'" in _lmgrade("build-handout", "no_such_assignment").stderr

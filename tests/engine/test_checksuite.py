@@ -40,60 +40,86 @@ def test_the_toy_suite_is_consistent(scratch):
 
 def test_a_test_missing_from_the_rubric(scratch):
     suite = scratch / "test_suites" / "toy" / "hidden" / "test_ops.py"
-    suite.write_text(suite.read_text() + "\n\ndef test_extra(sub, snapshot):\n    snapshot.check('y', sub.ops.rowsum(__import__('torch').ones(2, 2)))\n")
+    suite.write_text(
+        suite.read_text()
+        + "\n\ndef test_extra(sub, snapshot):\n    snapshot.check('y', sub.ops.rowsum(__import__('torch').ones(2, 2)))\n"  # noqa: E501
+    )
     problems = _problems(scratch, record=False)
-    assert problems == [f"{OPS}::test_extra is collected but no question lists it (add it to assignment.yaml, "
-                        "with 0 points if it earns none)"]
+    assert problems == [
+        f"{OPS}::test_extra is collected but no question lists it (add it to assignment.yaml, "
+        "with 0 points if it earns none)"
+    ]
 
 
 def test_a_rubric_line_naming_no_test(scratch):
-    _edit(scratch / "test_suites" / "toy" / "assignment.yaml", f"      {OPS}::test_stats: 2\n",
-          f"      {OPS}::test_stats: 2\n      {OPS}::test_gone: 0\n")
+    _edit(
+        scratch / "test_suites" / "toy" / "assignment.yaml",
+        f"      {OPS}::test_stats: 2\n",
+        f"      {OPS}::test_stats: 2\n      {OPS}::test_gone: 0\n",
+    )
     assert _problems(scratch, record=False) == [f"question 1 lists {OPS}::test_gone, which the suite does not define"]
 
 
 def test_a_key_never_recorded_and_a_stale_tolerance_hint_and_mask(scratch):
     suite = scratch / "test_suites" / "toy" / "hidden" / "test_ops.py"
-    _edit(suite, 'snapshot.check("stats", sub.ops.stats(x))',
-          'snapshot.check("stats", sub.ops.stats(x))\n    snapshot.check("stats_again", sub.ops.stats(x + 1))')
+    _edit(
+        suite,
+        'snapshot.check("stats", sub.ops.stats(x))',
+        'snapshot.check("stats", sub.ops.stats(x))\n    snapshot.check("stats_again", sub.ops.stats(x + 1))',
+    )
     _edit(suite, 'hint="did you use the biased variance?"', 'hint="biased variance, please", rtol=1e-2')
     _edit(suite, 'snapshot.check("y", out["y"])', 'snapshot.check("y", out["y"], mask=x > 0)')
     problems = _problems(scratch)
     fix = "run `lmgrade record toy`"
     assert f"{OPS}::test_stats: the suite sends `stats_again`, which was never recorded: {fix}" in problems
-    assert any(p.startswith(f"{OPS}::test_norm: `y`: the test code says rtol 0.01, the snapshot holds 0.0001")
-               for p in problems), problems
-    assert any(p.startswith(f"{OPS}::test_norm: `y`: the test code says hint 'biased variance, please'")
-               for p in problems), problems
+    assert any(
+        p.startswith(f"{OPS}::test_norm: `y`: the test code says rtol 0.01, the snapshot holds 0.0001")
+        for p in problems
+    ), problems
+    assert any(
+        p.startswith(f"{OPS}::test_norm: `y`: the test code says hint 'biased variance, please'") for p in problems
+    ), problems
     assert f"{OPS}::test_layout: `y`: the test code's mask differs from the recorded one: {fix}" in problems
     assert len(problems) == 4, problems
 
 
 def test_a_key_recorded_but_no_longer_sent(scratch):
     _edit(scratch / "test_suites" / "toy" / "hidden" / "test_ops.py", '    snapshot.check("kind", out["kind"])\n', "")
-    assert _problems(scratch) == [f"{OPS}::test_layout: `kind` is recorded but the suite no longer sends it: "
-                                  "run `lmgrade record toy`"]
+    assert _problems(scratch) == [
+        f"{OPS}::test_layout: `kind` is recorded but the suite no longer sends it: run `lmgrade record toy`"
+    ]
 
 
 def test_a_misspelt_forbidden_name(scratch):
-    _edit(scratch / "test_suites" / "toy" / "assignment.yaml", 'forbid: ["@layer_norm"]',
-          'forbid: ["@layer_norm", "torch.nn.functional.sofmax"]')
+    _edit(
+        scratch / "test_suites" / "toy" / "assignment.yaml",
+        'forbid: ["@layer_norm"]',
+        'forbid: ["@layer_norm", "torch.nn.functional.sofmax"]',
+    )
     assert _problems(scratch, record=False) == [
         "rule no-layer-norm forbids torch.nn.functional.sofmax, which does not exist, so it enforces nothing "
-        "(did you mean torch.nn.functional.softmax?)"]
+        "(did you mean torch.nn.functional.softmax?)"
+    ]
 
 
 def test_a_graded_test_without_evidence(scratch):
     suite = scratch / "test_suites" / "toy" / "hidden" / "test_ops.py"
-    _edit(suite, 'def test_stats(sub, snapshot):\n    x = torch.arange(6.0).reshape(3, 2)\n    snapshot.check("stats", sub.ops.stats(x))',
-          'def test_stats(sub, snapshot):\n    x = torch.arange(6.0).reshape(3, 2)\n    assert sub.ops.stats(x)[2] == "ok"')
+    _edit(
+        suite,
+        'def test_stats(sub, snapshot):\n    x = torch.arange(6.0).reshape(3, 2)\n    snapshot.check("stats", sub.ops.stats(x))',  # noqa: E501
+        'def test_stats(sub, snapshot):\n    x = torch.arange(6.0).reshape(3, 2)\n    assert sub.ops.stats(x)[2] == "ok"',  # noqa: E501
+    )
     problems = _problems(scratch)
-    assert f"{OPS}::test_stats (2 points) sends no value the grader can check, so it earns nothing: add " \
-           "snapshot.check or snapshot.judge (docs/engine.md)" in problems
+    assert (
+        f"{OPS}::test_stats (2 points) sends no value the grader can check, so it earns nothing: add "
+        "snapshot.check or snapshot.judge (docs/engine.md)" in problems
+    )
 
 
 def test_a_stale_template_and_too_few_mutants(scratch):
-    _edit(scratch / "reference" / "toy" / "ops.py", '"""Return x * s + OFFSET."""', '"""Return x times s, plus OFFSET."""')
+    _edit(
+        scratch / "reference" / "toy" / "ops.py", '"""Return x * s + OFFSET."""', '"""Return x times s, plus OFFSET."""'
+    )
     _edit(scratch / "test_suites" / "toy" / "assignment.yaml", "min_mutants: 5", "min_mutants: 12")
     problems = _problems(scratch, record=False)
     assert any(p.startswith("template: ") and p.endswith("(run `lmgrade template toy`)") for p in problems), problems
@@ -111,8 +137,11 @@ def test_dtype_is_compared_exactly(scratch):
 
 
 def test_build_autograder_refuses_a_suite_with_a_mistake(scratch, tmp_path):
-    _edit(scratch / "test_suites" / "toy" / "assignment.yaml", f"      {OPS}::test_stats: 2\n",
-          f"      {OPS}::test_stats: 2\n      {OPS}::test_gone: 0\n")
+    _edit(
+        scratch / "test_suites" / "toy" / "assignment.yaml",
+        f"      {OPS}::test_stats: 2\n",
+        f"      {OPS}::test_stats: 2\n      {OPS}::test_gone: 0\n",
+    )
     with pytest.raises(BuildError, match=f"question 1 lists {OPS}::test_gone, which the suite does not define"):
         build_autograder(load_assignment("toy", root=scratch), tmp_path / "autograder.zip", stale_template_ok=True)
     assert not (tmp_path / "autograder.zip").exists()

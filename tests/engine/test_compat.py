@@ -28,8 +28,15 @@ def run_python(code: str, tmp_path: Path, env: dict | None = None) -> dict:
     script.write_text(textwrap.dedent(code), encoding="utf-8")
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("NLTK_", "WANDB_"))}
     full_env.update({"PYTHONPATH": str(ROOT), "HOME": str(tmp_path), **(env or {})})
-    out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
-                         text=True, timeout=300, env=full_env, check=False)
+    out = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=full_env,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -49,7 +56,9 @@ socket.getaddrinfo = refuse
 
 
 def test_rubric_data_env_points_nltk_at_the_shipped_data(tmp_path):
-    result = run_python(NO_NETWORK + """
+    result = run_python(
+        NO_NETWORK
+        + """
 import json, os, time
 from grader import compat
 from grader.assignment import load_assignment
@@ -66,19 +75,37 @@ print(json.dumps({"ok": ok, "missing": missing, "seconds": time.time() - started
                   "tokens": nltk.word_tokenize("Mr. Smith went to Washington. He left at 3 p.m. "
                                                "and slept."),
                   "attempts": len(attempts), "env": os.environ["NLTK_DATA"]}))
-""", tmp_path)
+""",
+        tmp_path,
+    )
     assert result["ok"] == [True, True, True, True]
     assert result["missing"] is False  # not shipped: False, as nltk says on a failed download
     assert result["attempts"] == 0 and result["seconds"] < 30
     assert result["words"] == 179
     # "Mr." and "p.m." stay whole: the punkt model's abbreviations were loaded
-    assert result["tokens"] == ["Mr.", "Smith", "went", "to", "Washington", ".", "He", "left", "at",
-                                "3", "p.m.", "and", "slept", "."]
+    assert result["tokens"] == [
+        "Mr.",
+        "Smith",
+        "went",
+        "to",
+        "Washington",
+        ".",
+        "He",
+        "left",
+        "at",
+        "3",
+        "p.m.",
+        "and",
+        "slept",
+        ".",
+    ]
     assert result["env"].startswith(str(ROOT / "fixtures" / "duke_ece661_hw3" / "nltk_data"))
 
 
 def test_nltk_download_of_missing_data_can_raise_and_never_prompts(tmp_path):
-    result = run_python(NO_NETWORK + """
+    result = run_python(
+        NO_NETWORK
+        + """
 import json
 from grader import compat
 from grader.assignment import load_assignment
@@ -90,7 +117,9 @@ try:
 except ValueError as err:
     raised = str(err)
 print(json.dumps({"raised": raised, "shell": nltk.download(), "attempts": len(attempts)}))
-""", tmp_path)
+""",
+        tmp_path,
+    )
     assert "no network" in result["raised"]
     assert result["shell"] is False and result["attempts"] == 0
 
@@ -107,9 +136,11 @@ def test_data_env_must_stay_in_the_fixtures(tmp_path):
 
 # -- CUDA ----------------------------------------------------------------------------------------
 
+
 def test_cuda_requests_found_and_guarded_uses_ignored(tmp_path):
     student = tmp_path / "model.py"
-    student.write_text(textwrap.dedent("""\
+    student.write_text(
+        textwrap.dedent("""\
         import torch
         device = "cuda" if torch.cuda.is_available() else "cpu"      # guarded: not a request
         ok = torch.device("cuda" if torch.cuda.device_count() else "cpu")
@@ -122,7 +153,9 @@ def test_cuda_requests_found_and_guarded_uses_ignored(tmp_path):
         choices = dict(choices=["cpu", "cuda"])                       # not
         torch.cuda.manual_seed(0)                                     # fine without a GPU: not
         rank = f"cuda:{0}"                                            # a request
-        """), encoding="utf-8")
+        """),
+        encoding="utf-8",
+    )
     lines = sorted(n for _, n in cuda_requests({"model.py": student}))
     assert lines == [4, 6, 9, 12]
 
@@ -135,8 +168,9 @@ def test_cuda_requests_the_starter_also_makes_are_not_the_students(tmp_path):
     (tmp_path / "lm" / "generate.py").write_text(starter + "x = 1\n", encoding="utf-8")
     assert cuda_requests({"lm/generate.py": tmp_path / "lm" / "generate.py"}, tmp_path / "template") == []
     (tmp_path / "lm" / "generate.py").write_text(starter + "y = torch.zeros(2).cuda()\n")
-    assert cuda_requests({"lm/generate.py": tmp_path / "lm" / "generate.py"},
-                         tmp_path / "template") == [("lm/generate.py", 3)]
+    assert cuda_requests({"lm/generate.py": tmp_path / "lm" / "generate.py"}, tmp_path / "template") == [
+        ("lm/generate.py", 3)
+    ]
 
 
 def test_references_and_templates_ask_for_no_cuda(tmp_path):
@@ -195,7 +229,8 @@ def test_cuda_code_runs_on_the_cpu_with_one_note(tmp_path):
 
 
 def test_no_cuda_request_no_mode(tmp_path):
-    result = run_python("""
+    result = run_python(
+        """
 import json
 from grader import compat
 from grader.assignment import load_assignment
@@ -208,7 +243,9 @@ try:
 except (AssertionError, RuntimeError) as err:
     failed = type(err).__name__
 print(json.dumps({"modes": len(_get_current_function_mode_stack()), "failed": failed}))
-""", tmp_path)
+""",
+        tmp_path,
+    )
     assert result["modes"] == 0
     import torch
 
@@ -218,8 +255,10 @@ print(json.dumps({"modes": len(_get_current_function_mode_stack()), "failed": fa
 
 # -- wandb ---------------------------------------------------------------------------------------
 
+
 def test_wandb_imported_inside_a_function_gets_a_run(tmp_path):
-    result = run_python("""
+    result = run_python(
+        """
 import json, sys
 from grader import compat
 from grader.assignment import load_assignment
@@ -229,12 +268,16 @@ def train():
     wandb.log({"loss": 1.0})
     return wandb.run is not None
 print(json.dumps({"before": "wandb" in sys.modules, "run": train()}))
-""", tmp_path, env={"WANDB_MODE": "disabled", "WANDB_SILENT": "true"})
+""",
+        tmp_path,
+        env={"WANDB_MODE": "disabled", "WANDB_SILENT": "true"},
+    )
     assert result == {"before": False, "run": True}
 
 
 def test_wandb_run_started_only_when_the_student_imported_wandb(tmp_path):
-    result = run_python("""
+    result = run_python(
+        """
 import json, sys
 from grader import compat
 compat.before_test()
@@ -247,5 +290,8 @@ wandb.finish()                   # a test may end the run...
 compat.before_test()             # ...the next one gets a new one
 wandb.log({"loss": 0.5})
 print(json.dumps({"imported_by_us": before, "run": wandb.run is not None}))
-""", tmp_path, env={"WANDB_MODE": "disabled", "WANDB_SILENT": "true"})
+""",
+        tmp_path,
+        env={"WANDB_MODE": "disabled", "WANDB_SILENT": "true"},
+    )
     assert result == {"imported_by_us": False, "run": True}

@@ -16,11 +16,16 @@ from grader.results import build_results, schema, validate
 from grader.runner import grade
 
 
-def _submission(toy, tmp_path: Path, name: str, replace: dict[str, str] | None = None, source: str = "reference") -> Path:
+def _submission(
+    toy, tmp_path: Path, name: str, replace: dict[str, str] | None = None, source: str = "reference"
+) -> Path:
     """A submission folder: the reference (or template) with some functions' bodies replaced."""
     folder = tmp_path / name
-    shutil.copytree(toy.reference_dir if source == "reference" else toy.template_dir, folder,
-                    ignore=shutil.ignore_patterns("variants.yaml"))
+    shutil.copytree(
+        toy.reference_dir if source == "reference" else toy.template_dir,
+        folder,
+        ignore=shutil.ignore_patterns("variants.yaml"),
+    )
     text = (folder / "ops.py").read_text()
     for old, new in (replace or {}).items():
         assert old in text, old
@@ -127,8 +132,13 @@ def test_hide_errors_and_partial_credit(toy, tmp_path):
 
 
 def test_set_score_cannot_exceed_the_rubric(toy):
-    ev = {"hidden/test_gradescope.py::test_partial": {"test": "hidden/test_gradescope.py::test_partial",
-                                                     "outcome": "passed", "score": 99.0}}
+    ev = {
+        "hidden/test_gradescope.py::test_partial": {
+            "test": "hidden/test_gradescope.py::test_partial",
+            "outcome": "passed",
+            "score": 99.0,
+        }
+    }
     trusted = OracleServer(None, token="t")  # a run whose test process compared itself
     report = score(toy, ev, [], 0.0, "x", oracle=trusted)
     assert _by_name(report)["hidden/test_gradescope.py::test_partial"].score == 2.0
@@ -137,14 +147,34 @@ def test_set_score_cannot_exceed_the_rubric(toy):
 @pytest.mark.parametrize(
     ("name", "replace", "test_id", "outcome", "words"),
     [
-        ("exit_in_test", {"return [x.shape[0]": "import os; os._exit(0)\n    return [x.shape[0]"},
-         "hidden/test_ops.py::test_stats", "crashed", "died"),
-        ("segfault", {"return x.sum(-1)": "import ctypes; ctypes.string_at(0)\n    return x.sum(-1)"},
-         "hidden/test_ops.py::test_rowsum_vectorised", "crashed", "SIGSEGV"),
-        ("infinite_loop", {'return {"kind": "a", "y": x}': 'while True:\n        pass'},
-         "hidden/test_ops.py::test_layout", "failed", "Timeout"),
-        ("sys_exit", {'return {"kind": "a", "y": x}': 'raise SystemExit(0)'},
-         "hidden/test_ops.py::test_layout", "failed", "SystemExit"),
+        (
+            "exit_in_test",
+            {"return [x.shape[0]": "import os; os._exit(0)\n    return [x.shape[0]"},
+            "hidden/test_ops.py::test_stats",
+            "crashed",
+            "died",
+        ),
+        (
+            "segfault",
+            {"return x.sum(-1)": "import ctypes; ctypes.string_at(0)\n    return x.sum(-1)"},
+            "hidden/test_ops.py::test_rowsum_vectorised",
+            "crashed",
+            "SIGSEGV",
+        ),
+        (
+            "infinite_loop",
+            {'return {"kind": "a", "y": x}': "while True:\n        pass"},
+            "hidden/test_ops.py::test_layout",
+            "failed",
+            "Timeout",
+        ),
+        (
+            "sys_exit",
+            {'return {"kind": "a", "y": x}': "raise SystemExit(0)"},
+            "hidden/test_ops.py::test_layout",
+            "failed",
+            "SystemExit",
+        ),
     ],
 )
 def test_a_crash_costs_only_its_own_tests(toy, tmp_path, name, replace, test_id, outcome, words):
@@ -159,10 +189,17 @@ def test_a_crash_costs_only_its_own_tests(toy, tmp_path, name, replace, test_id,
     ("name", "change", "words"),
     [
         ("missing_file", lambda f: (f / "ops.py").unlink(), "the submission has no ops.py or ops_solution.py"),
-        ("syntax_error", lambda f: (f / "ops.py").write_text("def scaled(x, s)\n    return x\n"), "SyntaxError at line 1"),
+        (
+            "syntax_error",
+            lambda f: (f / "ops.py").write_text("def scaled(x, s)\n    return x\n"),
+            "SyntaxError at line 1",
+        ),
         ("missing_function", lambda f: (f / "ops.py").write_text("import torch\n"), "ops.py does not define `scaled`"),
-        ("course_import", lambda f: (f / "ops.py").write_text("import notapackage_xyz\n"),
-         "imports `notapackage_xyz`, which this course's grading environment does not provide"),
+        (
+            "course_import",
+            lambda f: (f / "ops.py").write_text("import notapackage_xyz\n"),
+            "imports `notapackage_xyz`, which this course's grading environment does not provide",
+        ),
     ],
 )
 def test_broken_submissions_fail_cleanly(toy, tmp_path, name, change, words):
@@ -203,7 +240,9 @@ def test_grading_is_deterministic(toy, tmp_path):
 
 
 def test_student_prints_are_shown_with_the_test(toy, tmp_path):
-    folder = _submission(toy, tmp_path, "printer", {"    return x.sum(-1)": "    print('debug: rowsum called')\n    return x.sum(-1)"})
+    folder = _submission(
+        toy, tmp_path, "printer", {"    return x.sum(-1)": "    print('debug: rowsum called')\n    return x.sum(-1)"}
+    )
     report = grade(toy, folder)
     assert "debug: rowsum called" in _by_name(report)["hidden/test_ops.py::test_rowsum_vectorised"].stdout
 

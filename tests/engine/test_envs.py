@@ -34,9 +34,7 @@ from grader.envs import (
 
 TOY = Path(__file__).parents[1] / "engine_toy"
 SMALLEST = "mila_ift6135_a2"  # the course environment with the fewest packages
-PANDAS_2 = (
-    "duke_ece661_hw3"  # transformers 4.x and pandas 2.x, where lmgrade's own venv has 5.x and 3.x
-)
+PANDAS_2 = "duke_ece661_hw3"  # transformers 4.x and pandas 2.x, where lmgrade's own venv has 5.x and 3.x
 
 
 @pytest.fixture(autouse=True)
@@ -74,12 +72,8 @@ def test_every_assignment_declares_a_locked_semester_environment(assignment_id):
     assert env is not None and env.pins, f"{assignment_id} declares no locked course environment"
     assert env.pins["torch"] == "2.13.0"
     assert not [name for name in env.pins if name.startswith("nvidia-")]  # the CPU build only
-    for (
-        text
-    ) in env.packages:  # the semester's ranges: each bounded above, so no later major slips in
-        assert any(
-            spec.operator in ("<", "<=", "==", "~=") for spec in Requirement(text).specifier
-        ), text
+    for text in env.packages:  # the semester's ranges: each bounded above, so no later major slips in
+        assert any(spec.operator in ("<", "<=", "==", "~=") for spec in Requirement(text).specifier), text
     for text in CHILD_REQUIREMENTS:  # what the engine's test process imports
         assert Requirement(text).name.replace("_", "-").lower() in env.pins, text
     assert "lmgrade" not in env.pins
@@ -189,9 +183,7 @@ def test_the_2025_notebooks_idioms_run_in_their_course_environment(tmp_path):
         ),
     ],
 )
-def test_a_lock_or_declaration_that_does_not_hold_is_refused_naming_the_package(
-    tmp_path, lock_edit, edit, message
-):
+def test_a_lock_or_declaration_that_does_not_hold_is_refused_naming_the_package(tmp_path, lock_edit, edit, message):
     root = toy_with_environment(tmp_path / "proj", edit=edit, lock_edit=lock_edit)
     with pytest.raises(RubricError, match=message):
         load_assignment("toy", root=root)
@@ -224,9 +216,7 @@ def test_the_cache_key_is_the_pins_and_the_python_version(tmp_path):
     assert environment_key(pins, "3.11") != environment_key(pins, "3.12")
     assert environment_key(pins, "3.11") != environment_key({**pins, "tqdm": "4.66.0"}, "3.11")
     lock = tmp_path / "environment.lock"
-    lock.write_text(
-        "# another header\n" + "\n".join(f"{n}=={v}  # why" for n, v in shuffled.items()) + "\n"
-    )
+    lock.write_text("# another header\n" + "\n".join(f"{n}=={v}  # why" for n, v in shuffled.items()) + "\n")
     assert envs.read_lock(lock) == pins  # comments and order do not change the key
 
 
@@ -245,9 +235,7 @@ def test_identical_locks_share_one_environment_never_rebuilt(tmp_path, monkeypat
     built_at = marker.stat().st_mtime
     monkeypatch.setattr(envs, "build_environment", _no_build)
     monkeypatch.setattr(envs, "_memo", {})
-    toy = load_assignment(
-        "toy", root=toy_with_environment(tmp_path / "proj", lock_edit=lambda t: "# a copy\n" + t)
-    )
+    toy = load_assignment("toy", root=toy_with_environment(tmp_path / "proj", lock_edit=lambda t: "# a copy\n" + t))
     assert ensure_environment(toy) == python  # same pins, same environment
     assert ensure_environment(toy) == python and marker.stat().st_mtime == built_at
     assert json.loads(marker.read_text())["key"] == toy.environment.key
@@ -256,9 +244,7 @@ def test_identical_locks_share_one_environment_never_rebuilt(tmp_path, monkeypat
 def test_parallel_callers_build_an_environment_once(tmp_path, monkeypatch):
     """Threads (and, through the same flock, processes) wait for the one build in progress."""
     monkeypatch.setenv(envs.CACHE_VAR, str(tmp_path / "cache"))
-    root = toy_with_environment(
-        tmp_path / "proj", lock_edit=lambda t: t.replace("tqdm==", "tqdm==4.66.0\n# ")
-    )
+    root = toy_with_environment(tmp_path / "proj", lock_edit=lambda t: t.replace("tqdm==", "tqdm==4.66.0\n# "))
     toy = load_assignment("toy", root=root)
     builds = []
 
@@ -270,9 +256,7 @@ def test_parallel_callers_build_an_environment_once(tmp_path, monkeypatch):
 
     monkeypatch.setattr(envs, "build_environment", slow_build)
     found = []
-    threads = [
-        threading.Thread(target=lambda: found.append(ensure_environment(toy))) for _ in range(4)
-    ]
+    threads = [threading.Thread(target=lambda: found.append(ensure_environment(toy))) for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:
@@ -403,12 +387,8 @@ def test_the_environment_command_prints_where_and_which_versions():
     mila = load_assignment(SMALLEST)
     assert proc.returncode == 0, proc.stderr
     assert str(ensure_environment(mila)) in proc.stdout.replace("\n", "")
-    assert (
-        f"numpy {mila.environment.pins['numpy']}" in proc.stdout and "torch 2.13.0" in proc.stdout
-    )
-    proc = subprocess.run(
-        [sys.executable, "-m", "grader", "env"], capture_output=True, text=True, check=False
-    )
+    assert f"numpy {mila.environment.pins['numpy']}" in proc.stdout and "torch 2.13.0" in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "grader", "env"], capture_output=True, text=True, check=False)
     assert proc.returncode == 2 and "name an assignment" in proc.stderr
 
 

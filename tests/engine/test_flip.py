@@ -13,7 +13,7 @@ import pytest
 from grader.assignment import list_assignments, load_assignment
 from grader.runner import grade
 
-FLIP = '''
+FLIP = """
 
 def _lmgrade_flip():
     import gc
@@ -39,7 +39,7 @@ try:
     _lmgrade_flip()
 except Exception:
     pass
-'''
+"""
 
 
 def _flipped_copy(source: Path, dest: Path) -> Path:

@@ -48,7 +48,7 @@ def layout(x):
 
 def stats(x):
     raise LookupError("\\n**********\\n  Resource stopwords not found.\\n  Please use the NLTK Downloader\\n**********\\n")
-'''
+'''  # noqa: E501
 
 
 def _line(text: str) -> int:

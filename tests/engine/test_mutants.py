@@ -107,8 +107,7 @@ def test_stale_old_text_fails_loudly_naming_mutant_file_and_text(toy_copy):
         check(toy, list_mutants(toy))
     message = str(err.value)
     assert message == (
-        "mutant `no_scale`: ops.py no longer contains 'return x * s + OFFSET': "
-        "update tests/mutants/toy.yaml"
+        "mutant `no_scale`: ops.py no longer contains 'return x * s + OFFSET': update tests/mutants/toy.yaml"
     )
     assert isinstance(err.value, RubricError)  # the CLI prints it as one line, exit code 2
 
@@ -166,10 +165,7 @@ def test_a_file_staging_would_ignore_is_refused(toy_copy, tmp_path):
     "text, problem",
     [
         (
-            (
-                "- {name: a, why: x, file: ops.py, old: o, new: n}\n"
-                "- {name: a, why: y, file: ops.py, old: o, new: n}\n"
-            ),
+            ("- {name: a, why: x, file: ops.py, old: o, new: n}\n- {name: a, why: y, file: ops.py, old: o, new: n}\n"),
             "mutant `a`: the name is used twice",
         ),
         ("- {name: a, file: ops.py, old: o, new: n}\n", "mutant `a`: `why` must be one line"),
@@ -205,9 +201,7 @@ def test_rubric_variant_missing_from_variants_file(toy_copy):
     ):
         load_variants(load_assignment("toy", root=toy_copy))
     rubric.write_text(
-        rubric.read_text().replace(
-            "variants: [alt, beta]", "variants: {alt: reference/toy/variants/alt}"
-        )
+        rubric.read_text().replace("variants: [alt, beta]", "variants: {alt: reference/toy/variants/alt}")
     )
     with pytest.raises(RubricError, match="'variants' must list names"):
         load_assignment("toy", root=toy_copy)
@@ -218,9 +212,7 @@ def test_stale_variant_fails_before_recording(toy_copy):
 
     toy = load_assignment("toy", root=toy_copy)
     ops = toy.reference_dir / "ops.py"
-    ops.write_text(
-        ops.read_text().replace('{"kind": "a", "y": x}', '{"kind": "a", "y": x.clone()}')
-    )
+    ops.write_text(ops.read_text().replace('{"kind": "a", "y": x}', '{"kind": "a", "y": x.clone()}'))
     with pytest.raises(
         EditError,
         match="variant `alt`: ops.py no longer contains .*update reference/toy/variants.yaml",

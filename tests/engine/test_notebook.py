@@ -1,4 +1,5 @@
 """Tests of grader.notebook: notebook extraction and percent-format conversion."""
+
 from __future__ import annotations
 
 import json
@@ -40,22 +41,30 @@ def load_module(source, tmp_path, name="extracted"):
 LAB = [
     ("markdown", "# Lab\nSome *instructions*.\n```python\nimport nothing_here\n```"),
     ("code", "!pip install torch\n%matplotlib inline\nimport math\nimport os.path as osp\n"),
-    ("code", """\
+    (
+        "code",
+        """\
         from collections import Counter
         MAX_LENGTH = 256
         NAMES = ("a", "b")
         PAIRS = {"x": [1, 2], "y": -3.5}
         DOUBLE = MAX_LENGTH * 2
         ROOT = math.sqrt(16)
-        """),
-    ("code", """\
+        """,
+    ),
+    (
+        "code",
+        """\
         def count(words):
             return Counter(words)
 
         class Box:
             size = MAX_LENGTH
-        """),
-    ("code", """\
+        """,
+    ),
+    (
+        "code",
+        """\
         data = load_everything("./IMDBDataset.csv")
         counts = count(["a", "b", "a"])
         print(counts)
@@ -63,7 +72,8 @@ LAB = [
             print(i)
         if __name__ == "__main__":
             count([])
-        """),
+        """,
+    ),
 ]
 
 
@@ -80,8 +90,7 @@ def test_valid_notebook_takes_definitions_and_skips_runs(tmp_path):
     assert "import math (cell 2)" in ex.taken
     assert "def count (cell 4)" in ex.taken and "class Box (cell 4)" in ex.taken
     assert any("cell 5" in s and "load_everything" in s for s in ex.skipped)
-    assert any("cell 5" in s and "count" in s and "defined in this notebook" in s
-               for s in ex.skipped)
+    assert any("cell 5" in s and "count" in s and "defined in this notebook" in s for s in ex.skipped)
     assert any("cell 5" in s and "loop" in s for s in ex.skipped)
     assert any("cell 5" in s and "if statement" in s for s in ex.skipped)
 
@@ -93,19 +102,27 @@ def test_markdown_cells_are_ignored(tmp_path):
 
 
 def test_magics_are_stripped_and_reported(tmp_path):
-    cells = [("code", """\
+    cells = [
+        (
+            "code",
+            """\
         %%time
         import math
-        """),
-             ("code", "%%bash\necho hi\n"),
-             ("code", """\
+        """,
+        ),
+        ("code", "%%bash\necho hi\n"),
+        (
+            "code",
+            """\
         files = !ls
         def f():
             return 1
         if True:
             !echo indented
         %pip install -q peft
-        """)]
+        """,
+        ),
+    ]
     ex = extract_notebook(write_notebook(tmp_path / "Lab.ipynb", cells))
     assert ex.errors == []
     ns = load_module(ex.source, tmp_path)
@@ -118,9 +135,11 @@ def test_magics_are_stripped_and_reported(tmp_path):
 
 
 def test_syntax_error_cell_is_skipped_and_reported(tmp_path):
-    cells = [("code", "def good():\n    return 1\n"),
-             ("code", "def bad(:\n    return 2\n"),
-             ("code", "def after():\n    return good() + 1\n")]
+    cells = [
+        ("code", "def good():\n    return 1\n"),
+        ("code", "def bad(:\n    return 2\n"),
+        ("code", "def after():\n    return good() + 1\n"),
+    ]
     ex = extract_notebook(write_notebook(tmp_path / "Lab.ipynb", cells))
     assert len(ex.errors) == 1 and ex.errors[0].startswith("cell 2: SyntaxError at line 1")
     ns = load_module(ex.source, tmp_path)
@@ -135,8 +154,10 @@ def test_a_name_lost_with_a_cell_that_does_not_parse_says_why(tmp_path):
 
     from grader.submission import ModuleProxy, SubmissionError
 
-    cells = [("code", "def good():\n    return 1\n"),
-             ("code", "def build(words):\n    corpus =\n    return corpus\n\nclass Model:\n    size = 1\n")]
+    cells = [
+        ("code", "def good():\n    return 1\n"),
+        ("code", "def build(words):\n    corpus =\n    return corpus\n\nclass Model:\n    size = 1\n"),
+    ]
     ex = extract_notebook(write_notebook(tmp_path / "Lab.ipynb", cells))
     why = "cell 2: SyntaxError at line 2: invalid syntax"
     assert ex.lost == {"build": why, "Model": why}
@@ -153,16 +174,20 @@ def test_a_name_lost_with_a_cell_that_does_not_parse_says_why(tmp_path):
 
 
 def test_redefinition_keeps_notebook_order(tmp_path):
-    cells = [("code", "def f():\n    return 'first'\nLIMIT = 1\n"),
-             ("code", "def f():\n    return 'second'\nLIMIT = 2\n"),
-             ("code", "def f(:\n    return 'broken third'\n")]
-    ns = load_module(extract_notebook(write_notebook(tmp_path / "L.ipynb", cells)).source,
-                     tmp_path)
+    cells = [
+        ("code", "def f():\n    return 'first'\nLIMIT = 1\n"),
+        ("code", "def f():\n    return 'second'\nLIMIT = 2\n"),
+        ("code", "def f(:\n    return 'broken third'\n"),
+    ]
+    ns = load_module(extract_notebook(write_notebook(tmp_path / "L.ipynb", cells)).source, tmp_path)
     assert ns["f"]() == "second" and ns["LIMIT"] == 2
 
 
 def test_constants_taken_and_skipped(tmp_path):
-    cells = [("code", """\
+    cells = [
+        (
+            "code",
+            """\
         import string
         from pandas import read_csv
         import json
@@ -176,7 +201,9 @@ def test_constants_taken_and_skipped(tmp_path):
         doubled = UNKNOWN * 2                     # undefined name: skipped
         obj.attr = 3                              # attribute target: skipped
         counter: int                              # annotation only: skipped
-        """)]
+        """,
+        )
+    ]
     ex = extract_notebook(write_notebook(tmp_path / "L.ipynb", cells))
     ns = load_module(ex.source, tmp_path)
     assert ns["PUNCT"] == set(__import__("string").punctuation)
@@ -190,8 +217,10 @@ def test_constants_taken_and_skipped(tmp_path):
 
 
 def test_skipped_global_used_by_a_definition_is_explained(tmp_path):
-    cells = [("code", "import json\ntokenizer = json.load(open('tok.json'))\n"),
-             ("code", "def encode(text):\n    return tokenizer(text)\n")]
+    cells = [
+        ("code", "import json\ntokenizer = json.load(open('tok.json'))\n"),
+        ("code", "def encode(text):\n    return tokenizer(text)\n"),
+    ]
     ex = extract_notebook(write_notebook(tmp_path / "L.ipynb", cells))
     assert len(ex.undefined) == 1
     assert "encode (cell 2) uses `tokenizer`" in ex.undefined[0]
@@ -199,8 +228,15 @@ def test_skipped_global_used_by_a_definition_is_explained(tmp_path):
 
 
 def test_colab_imports_are_guarded(tmp_path):
-    cells = [("code", ("from google.colab import drive\nimport IPython.display as ipd\n"
-                       "drive.mount('/content/drive')\nimport math\n"))]
+    cells = [
+        (
+            "code",
+            (
+                "from google.colab import drive\nimport IPython.display as ipd\n"
+                "drive.mount('/content/drive')\nimport math\n"
+            ),
+        )
+    ]
     ex = extract_notebook(write_notebook(tmp_path / "L.ipynb", cells))
     ns = load_module(ex.source, tmp_path)
     assert "math" in ns
@@ -208,26 +244,32 @@ def test_colab_imports_are_guarded(tmp_path):
 
 
 def test_try_block_of_imports_is_taken(tmp_path):
-    cells = [("code", """\
+    cells = [
+        (
+            "code",
+            """\
         try:
             from nltk.corpus import stopwords
             HAVE_NLTK = True
         except ImportError:
             HAVE_NLTK = False
-        """)]
-    ns = load_module(extract_notebook(write_notebook(tmp_path / "L.ipynb", cells)).source,
-                     tmp_path)
+        """,
+        )
+    ]
+    ns = load_module(extract_notebook(write_notebook(tmp_path / "L.ipynb", cells)).source, tmp_path)
     assert "HAVE_NLTK" in ns
 
 
-@pytest.mark.parametrize("content, expected", [
-    ("{not json", "not JSON"),
-    ("", "not JSON"),
-    ("{}", "not a valid notebook"),
-    ("[1, 2]", "structure of a Jupyter notebook"),
-    (json.dumps({"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": 5}),
-     "not a valid notebook"),
-])
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        ("{not json", "not JSON"),
+        ("", "not JSON"),
+        ("{}", "not a valid notebook"),
+        ("[1, 2]", "structure of a Jupyter notebook"),
+        (json.dumps({"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": 5}), "not a valid notebook"),
+    ],
+)
 def test_invalid_notebook_raises_notebook_error(tmp_path, content, expected):
     path = tmp_path / "LabRNN.ipynb"
     path.write_text(content)
@@ -245,15 +287,14 @@ def test_binary_file_raises_notebook_error(tmp_path):
 
 
 def test_report_lists_every_section():
-    ex = extract_cells([("code", "import math\nmath.sqrt(2)\n"), ("code", "def f(:\n")],
-                       name="LabLLM.ipynb")
+    ex = extract_cells([("code", "import math\nmath.sqrt(2)\n"), ("code", "def f(:\n")], name="LabLLM.ipynb")
     report = ex.report()
     assert report.startswith("LabLLM.ipynb:")
     for text in ("Errors", "Taken", "Skipped", "import math (cell 1)", "cell 2: SyntaxError"):
         assert text in report
 
 
-PERCENT = '''\
+PERCENT = """\
 # %% [markdown]
 # # Lab 1
 # Read the instructions.
@@ -267,7 +308,7 @@ def area(r):
     # BEGIN SOLUTION
     return math.pi * r * r
     # END SOLUTION
-'''
+"""
 
 
 def test_percent_format_round_trip():
@@ -291,8 +332,14 @@ def test_extracted_module_imports_in_a_fresh_interpreter(tmp_path):
     """What the stager does: write the source as a module file, import it by name."""
     ex = extract_notebook(write_notebook(tmp_path / "LabX.ipynb", LAB))
     (tmp_path / "LabX.py").write_text(ex.source)
-    out = subprocess.run([sys.executable, "-c", "import LabX; print(LabX.count('aab')['a'])"],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
+    out = subprocess.run(
+        [sys.executable, "-c", "import LabX; print(LabX.count('aab')['a'])"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "2"
 
@@ -316,11 +363,16 @@ def test_stager_reports_a_corrupted_notebook(tmp_path):
 # -- what functions read: cheap instances of notebook classes (issue #11) ---------------------
 
 HPARAMS_CELLS = [
-    ("code", """\
+    (
+        "code",
+        """\
         from nltk.corpus import stopwords
         import torch
-        """),
-    ("code", """\
+        """,
+    ),
+    (
+        "code",
+        """\
         def stop_words():
             return set(["the", "a"])
 
@@ -330,17 +382,24 @@ HPARAMS_CELLS = [
                 self.UNK_TOKEN = '<unk>'
                 self.STOP_WORDS = stop_words()
                 self.LR = lr
-        """),
-    ("code", """\
+        """,
+    ),
+    (
+        "code",
+        """\
         hparams = HyperParams()
         hparams.LR = 0.01
         hparams.__dict__["MAX_LENGTH"] = 256
         torch.backends.cudnn.benchmark = True
-        """),
-    ("code", """\
+        """,
+    ),
+    (
+        "code",
+        """\
         def tokenize(vocab, example):
             return [vocab.get(w, vocab[hparams.UNK_TOKEN]) for w in example.split()]
-        """),
+        """,
+    ),
 ]
 
 
@@ -355,19 +414,26 @@ def test_instance_of_a_notebook_class_is_kept(tmp_path):
     assert "Rule:" in ex.report() and "hparams = HyperParams()" in ex.report()
 
 
-@pytest.mark.parametrize("constructor, why", [
-    ("self.df = pd.read_csv('IMDBDataset.csv')", "calls read_csv()"),
-    ("self.model = AutoModel.from_pretrained('gpt2')", "calls from_pretrained()"),
-    ("self.vocab = make_vocab()", "calls make_vocab, which calls read_csv()"),
-    ("self.vocab = VOCAB", "reads `VOCAB`, which no taken statement defines"),
-    ("self.history = train_for(5)", "calls train_for, which calls fit()"),
-])
+@pytest.mark.parametrize(
+    "constructor, why",
+    [
+        ("self.df = pd.read_csv('IMDBDataset.csv')", "calls read_csv()"),
+        ("self.model = AutoModel.from_pretrained('gpt2')", "calls from_pretrained()"),
+        ("self.vocab = make_vocab()", "calls make_vocab, which calls read_csv()"),
+        ("self.vocab = VOCAB", "reads `VOCAB`, which no taken statement defines"),
+        ("self.history = train_for(5)", "calls train_for, which calls fit()"),
+    ],
+)
 def test_instance_whose_constructor_loads_or_trains_is_skipped(tmp_path, constructor, why):
-    cells = [("code", "import pandas as pd\nfrom transformers import AutoModel\n"),
-             ("code", ("def make_vocab():\n    return pd.read_csv('x.csv')\n\n\n"
-                      "def train_for(n):\n    return Runner().fit(n)\n")),
-             ("code", f"class Lab:\n    def __init__(self):\n        {constructor}\n"),
-             ("code", "lab = Lab()\n")]
+    cells = [
+        ("code", "import pandas as pd\nfrom transformers import AutoModel\n"),
+        (
+            "code",
+            ("def make_vocab():\n    return pd.read_csv('x.csv')\n\n\ndef train_for(n):\n    return Runner().fit(n)\n"),
+        ),
+        ("code", f"class Lab:\n    def __init__(self):\n        {constructor}\n"),
+        ("code", "lab = Lab()\n"),
+    ]
     ex = extract_cells(cells)
     skipped = [s for s in ex.skipped if "cell 4" in s]
     assert len(skipped) == 1 and f"instantiates Lab, whose constructor {why}" in skipped[0], skipped
@@ -375,8 +441,15 @@ def test_instance_whose_constructor_loads_or_trains_is_skipped(tmp_path, constru
 
 
 def test_subclass_of_a_heavy_notebook_class_is_skipped():
-    cells = [("code", ("class Base:\n    def __init__(self):\n        self.data = open('x.txt').read()\n"
-                      "\n\nclass Child(Base):\n    pass\n\n\nchild = Child()\nok = Base.__name__\n"))]
+    cells = [
+        (
+            "code",
+            (
+                "class Base:\n    def __init__(self):\n        self.data = open('x.txt').read()\n"
+                "\n\nclass Child(Base):\n    pass\n\n\nchild = Child()\nok = Base.__name__\n"
+            ),
+        )
+    ]
     ex = extract_cells(cells)
     assert any("instantiates Child, whose constructor calls open()" in s for s in ex.skipped)
     assert "constant ok (cell 1)" in ex.taken
@@ -389,18 +462,22 @@ def test_calling_a_notebook_function_is_still_a_run():
 
 def test_a_function_is_not_warned_about_its_own_results():
     """An unfinished template's load_imdb reads x_test, which only `... = load_imdb()` sets."""
-    cells = [("code", ("def load_imdb():\n    # Add your code here.\n\n"
-                      "    return x_train, x_valid, x_test\n")),
-             ("code", "x_train, x_valid, x_test = load_imdb()\n"),
-             ("code", "def evaluate():\n    return len(x_test)\n")]
+    cells = [
+        ("code", ("def load_imdb():\n    # Add your code here.\n\n    return x_train, x_valid, x_test\n")),
+        ("code", "x_train, x_valid, x_test = load_imdb()\n"),
+        ("code", "def evaluate():\n    return len(x_test)\n"),
+    ]
     ex = extract_cells(cells)
     assert len(ex.undefined) == 1 and ex.undefined[0].startswith("evaluate (cell 3) uses `x_test`")
 
 
 def test_line_map_points_into_the_notebook(tmp_path):
-    cells = [("markdown", "# Lab"), ("code", "%matplotlib inline\nimport math\n"),
-             ("code", "from google.colab import drive\n"),
-             ("code", "X = 1\n\n\ndef f(y):\n    return math.sqrt(y)\n")]
+    cells = [
+        ("markdown", "# Lab"),
+        ("code", "%matplotlib inline\nimport math\n"),
+        ("code", "from google.colab import drive\n"),
+        ("code", "X = 1\n\n\ndef f(y):\n    return math.sqrt(y)\n"),
+    ]
     ex = extract_cells(cells)
     lines = ex.source.splitlines()
     assert len(ex.line_map) == len(lines)

@@ -91,8 +91,15 @@ def test_hidden_arrays_give_no_error_magnitude(server, toy):
 
 
 def test_a_claimed_pass_without_evidence_scores_zero(toy, server):
-    events = {"hidden/test_ops.py::test_stats": {"event": "result", "test": "hidden/test_ops.py::test_stats",
-                                                   "outcome": "passed", "message": "", "stdout": ""}}
+    events = {
+        "hidden/test_ops.py::test_stats": {
+            "event": "result",
+            "test": "hidden/test_ops.py::test_stats",
+            "outcome": "passed",
+            "message": "",
+            "stdout": "",
+        }
+    }
     report = score(toy, events, [], 0.0, "forged", oracle=server)
     t = next(t for t in report.tests if t.test_id == "hidden/test_ops.py::test_stats")
     assert t.score == 0 and t.outcome == "failed" and "did not send `stats`" in t.message
@@ -101,10 +108,17 @@ def test_a_claimed_pass_without_evidence_scores_zero(toy, server):
 
 # -- the whole path -------------------------------------------------------------------------------
 
+
 @needs_root
 def test_student_code_runs_as_its_own_uid(toy, tmp_path):
-    folder = _submission(toy, tmp_path, "whoami", {
-        '    return x * s + OFFSET\n': '    import os; print("UID", os.getuid(), "EUID", os.geteuid())\n    return x * s + OFFSET\n'})
+    folder = _submission(
+        toy,
+        tmp_path,
+        "whoami",
+        {
+            "    return x * s + OFFSET\n": '    import os; print("UID", os.getuid(), "EUID", os.geteuid())\n    return x * s + OFFSET\n'  # noqa: E501
+        },
+    )
     report = grade(toy, folder)
     printed = " ".join(t.stdout for t in report.tests if "UID" in t.stdout)
     uid = int(printed.split("UID", 1)[1].split()[0])
@@ -145,12 +159,22 @@ def test_trusted_and_secure_grading_agree(toy, tmp_path):
 def test_sigterm_stops_the_run_and_keeps_a_valid_results_file(toy_root, tmp_path, toy, sig):
     """SIGTERM (Gradescope's, `timeout`'s) or SIGINT (Ctrl-C): results.json says the run was
     interrupted and the tests that never ran say why."""
-    folder = _submission(toy, tmp_path, "hang", {
-        "    mu = x.mean(-1, keepdim=True)\n": "    import time\n    time.sleep(600)\n    mu = x.mean(-1, keepdim=True)\n"})
+    folder = _submission(
+        toy,
+        tmp_path,
+        "hang",
+        {
+            "    mu = x.mean(-1, keepdim=True)\n": "    import time\n    time.sleep(600)\n    mu = x.mean(-1, keepdim=True)\n"  # noqa: E501
+        },
+    )
     results = tmp_path / "results.json"
     env = {**os.environ, "LMGRADE_HOME": str(toy_root)}
-    proc = subprocess.Popen([sys.executable, "-m", "grader", "grade", "toy", str(folder), "--results", str(results)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "grader", "grade", "toy", str(folder), "--results", str(results)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.time() + 120
     while time.time() < deadline and not _running(results, "hidden/test_ops.py::test_norm"):
         time.sleep(0.2)
@@ -179,8 +203,14 @@ def _running(results: Path, test_id: str) -> bool:
 
 
 def test_a_run_budget_stops_grading_and_scores_what_finished(toy, tmp_path):
-    folder = _submission(toy, tmp_path, "slow", {
-        "    mu = x.mean(-1, keepdim=True)\n": "    import time\n    time.sleep(600)\n    mu = x.mean(-1, keepdim=True)\n"})
+    folder = _submission(
+        toy,
+        tmp_path,
+        "slow",
+        {
+            "    mu = x.mean(-1, keepdim=True)\n": "    import time\n    time.sleep(600)\n    mu = x.mean(-1, keepdim=True)\n"  # noqa: E501
+        },
+    )
     started = time.time()
     report = grade(toy, folder, budget=12)
     assert time.time() - started < 40
@@ -213,7 +243,7 @@ def test_parallel_runs_cannot_read_each_others_submissions(toy, tmp_path):
         shutil.rmtree(work, ignore_errors=True)
 
 
-DAEMON = '''
+DAEMON = """
 def scaled(x, s):
     import os
     if not os.environ.get("LMGRADE_DAEMON_STARTED"):
@@ -228,7 +258,7 @@ def scaled(x, s):
         os.waitpid(pid, 0)
         os.environ["LMGRADE_DAEMON_STARTED"] = "1"
     return x * s + OFFSET
-'''
+"""
 
 
 @needs_root
@@ -250,9 +280,17 @@ def test_without_root_a_double_forked_daemon_does_not_outlive_the_run(toy_root, 
     for p in [work, *work.rglob("*")]:
         os.chown(p, user, user)
     env = {"PATH": os.environ["PATH"], "HOME": str(work), "LMGRADE_HOME": str(project), "TMPDIR": str(work)}
-    proc = subprocess.run([sys.executable, "-m", "grader", "grade", "toy", str(folder), "--results",
-                           str(work / "results.json")], user=user, group=user, extra_groups=[], env=env,
-                          capture_output=True, text=True, timeout=600, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "grader", "grade", "toy", str(folder), "--results", str(work / "results.json")],
+        user=user,
+        group=user,
+        extra_groups=[],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert (work / "results.json").is_file(), proc.stdout[-2000:] + proc.stderr[-2000:]
     assert pidfile.is_file(), "the daemon never started: the test proves nothing"
     daemon = int(pidfile.read_text())

@@ -9,12 +9,12 @@ from pathlib import Path
 from grader import warm
 from grader.runner import grade
 
-POISON = '''
+POISON = """
 import torch as _torch
 import sys as _sys
 _sys.modules["torch"].lmgrade_poisoned = True
 _torch.add = lambda *a, **k: _torch.zeros(1)  # replaced in this process only
-'''
+"""
 
 
 def _summary(report):

@@ -109,11 +109,14 @@ def _grades(out: Path) -> dict[str, dict]:
 
 def _html_rows(page: str) -> list[list[str]]:
     """The cells of every table row of report.html, as plain text."""
+
     def text(cell: str) -> str:
         return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", cell)).split())
 
-    return [[text(c) for c in re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", tr, flags=re.DOTALL)]
-            for tr in re.findall(r"<tr[^>]*>(.*?)</tr>", page, flags=re.DOTALL)]
+    return [
+        [text(c) for c in re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", tr, flags=re.DOTALL)]
+        for tr in re.findall(r"<tr[^>]*>(.*?)</tr>", page, flags=re.DOTALL)
+    ]
 
 
 def test_batch_grades_a_gradescope_export_of_40_submissions(toy, toy_root, shared_tmp, monkeypatch, capsys):
@@ -155,8 +158,11 @@ def test_batch_grades_a_gradescope_export_of_40_submissions(toy, toy_root, share
     assert len(mutant_scores) == len(MUTANTS) and all(len(s) == 1 for s in mutant_scores.values())
 
     # Students, emails and sids come from the metadata; a group lists both.
-    assert (rows["submission_5000"]["student"], rows["submission_5000"]["email"], rows["submission_5000"]["sid"]) \
-        == ("Student 0", "s0@uni.edu", "9000")
+    assert (rows["submission_5000"]["student"], rows["submission_5000"]["email"], rows["submission_5000"]["sid"]) == (
+        "Student 0",
+        "s0@uni.edu",
+        "9000",
+    )
     assert rows["submission_5001"]["student"] == "Student 1; Student 101"
     assert rows["submission_5001"]["email"] == "s1@uni.edu; s101@uni.edu"
 
@@ -183,11 +189,18 @@ def test_batch_grades_a_gradescope_export_of_40_submissions(toy, toy_root, share
     page = (out / "report.html").read_text()
     cells = _html_rows(page)
     graded_scores = [float(r["score"]) for r in rows.values() if r["status"] == "graded"]
-    summary = cells[cells.index(["submissions", "graded", "could not be graded", "mean", "median", "full marks",
-                                 "zero"]) + 1]
-    assert summary == [str(len(kinds)), "40", "1", f"{statistics.fmean(graded_scores):.2f} / {full:g}",
-                       f"{statistics.median(graded_scores):g}",
-                       str(sum(k in FULL_MARKS for k in kinds.values())), str(graded_scores.count(0))]
+    summary = cells[
+        cells.index(["submissions", "graded", "could not be graded", "mean", "median", "full marks", "zero"]) + 1
+    ]
+    assert summary == [
+        str(len(kinds)),
+        "40",
+        "1",
+        f"{statistics.fmean(graded_scores):.2f} / {full:g}",
+        f"{statistics.median(graded_scores):g}",
+        str(sum(k in FULL_MARKS for k in kinds.values())),
+        str(graded_scores.count(0)),
+    ]
     for png in ("score_histogram.png", "pass_rates.png"):
         assert (out / "figures" / png).read_bytes()[:8] == PNG_MAGIC
         assert f"figures/{png}" in page
@@ -207,8 +220,11 @@ def test_batch_grades_a_gradescope_export_of_40_submissions(toy, toy_root, share
     scaled = per_test["hidden/test_ops.py::test_scaled"][4]
     assert scaled.startswith(f"({6 * cases}) not implemented yet: NotImplementedError (raised in ops.py"), scaled
     # wrong file name or nothing: no test runs, each scores 0, and the notes say why
-    assert all("nothing to grade: the submission has no ops.py" in rows[s]["notes"]
-               for s, k in kinds.items() if k in ("broken:wrong_file_name", "broken:empty"))
+    assert all(
+        "nothing to grade: the submission has no ops.py" in rows[s]["notes"]
+        for s, k in kinds.items()
+        if k in ("broken:wrong_file_name", "broken:empty")
+    )
     assert "SyntaxError" in page
     assert "Submissions that could not be graded" in page and "the export has no files" in page
 
@@ -225,13 +241,17 @@ def test_batch_grades_a_gradescope_export_of_40_submissions(toy, toy_root, share
 
 def _outcomes(out: Path, sid: str, test_id: str) -> list[str]:
     """passed / skipped / failed of each case of one rubric test, from the submission's results.json."""
-    tests = [t for t in json.loads((out / "results" / f"{sid}.json").read_text())["tests"]
-             if t["extra_data"]["test_id"].split("[", 1)[0] == test_id]
+    tests = [
+        t
+        for t in json.loads((out / "results" / f"{sid}.json").read_text())["tests"]
+        if t["extra_data"]["test_id"].split("[", 1)[0] == test_id
+    ]
     assert tests, (sid, test_id)
     return ["skipped" if t["extra_data"]["outcome"] == "skipped" else t["status"] for t in tests]
 
 
 # -- reading exports ------------------------------------------------------------------------------
+
 
 def test_metadata_reader_is_lenient(tmp_path):
     plain = tmp_path / "plain.yml"
@@ -280,9 +300,17 @@ def test_a_submission_the_grader_fails_on_is_an_error_row_and_the_batch_goes_on(
         if name == "crashes":
             raise RuntimeError("the grader broke")
         outcome = "not run" if name == "not_run" else "passed"
-        tests = [TestResult(test_id=t.test_id, outcome=outcome, score=t.points if outcome == "passed" else 0.0,
-                            max_score=t.points, question=t.question, question_name=t.question_name)
-                 for t in assignment.tests]
+        tests = [
+            TestResult(
+                test_id=t.test_id,
+                outcome=outcome,
+                score=t.points if outcome == "passed" else 0.0,
+                max_score=t.points,
+                question=t.question,
+                question_name=t.question_name,
+            )
+            for t in assignment.tests
+        ]
         notes = ["secure grading could not be set up"] if outcome == "not run" else []
         report = GradeReport(assignment=assignment, submission=label, tests=tests, notes=notes, execution_time=0.1)
         if results_path is not None:
@@ -308,10 +336,17 @@ def test_a_submission_the_grader_fails_on_is_an_error_row_and_the_batch_goes_on(
 
 # -- the command line -----------------------------------------------------------------------------
 
+
 def _lmgrade(*args: str, **env: str) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "LMGRADE_"))}
-    return subprocess.run([sys.executable, "-m", "grader", *args], check=False, capture_output=True, text=True,
-                          env={**clean, "COLUMNS": "80", **env}, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "grader", *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        env={**clean, "COLUMNS": "80", **env},
+        timeout=120,
+    )
 
 
 def test_cli_batch_reports_bad_input_in_one_line(tmp_path):
@@ -322,10 +357,30 @@ def test_cli_batch_reports_bad_input_in_one_line(tmp_path):
         ("batch", "no_such_assignment", str(tmp_path / "empty"), "-o", str(tmp_path / "o")): "unknown assignment",
         ("batch", "mila_ift6135_a2", str(tmp_path / "missing"), "-o", str(tmp_path / "o")): "does not exist",
         ("batch", "mila_ift6135_a2", str(tmp_path / "empty"), "-o", str(tmp_path / "o")): "no submissions in",
-        ("batch", "mila_ift6135_a2", str(tmp_path / "file.txt"), "-o", str(tmp_path / "o")): "neither a folder nor a zip",
+        (
+            "batch",
+            "mila_ift6135_a2",
+            str(tmp_path / "file.txt"),
+            "-o",
+            str(tmp_path / "o"),
+        ): "neither a folder nor a zip",
         ("batch", "mila_ift6135_a2", str(tmp_path / "one"), "-o", str(tmp_path / "o"), "--jobs", "0"): "--jobs",
-        ("batch", "mila_ift6135_a2", str(tmp_path / "one"), "-o", str(tmp_path / "file.txt")): "cannot create the output folder",
-        ("batch", "mila_ift6135_a2", str(tmp_path / "one"), "-o", str(tmp_path / "o"), "--time-budget", "-1"): "--time-budget",
+        (
+            "batch",
+            "mila_ift6135_a2",
+            str(tmp_path / "one"),
+            "-o",
+            str(tmp_path / "file.txt"),
+        ): "cannot create the output folder",
+        (
+            "batch",
+            "mila_ift6135_a2",
+            str(tmp_path / "one"),
+            "-o",
+            str(tmp_path / "o"),
+            "--time-budget",
+            "-1",
+        ): "--time-budget",
     }
     for args, message in cases.items():
         proc = _lmgrade(*args)

@@ -89,9 +89,7 @@ def test_gradescope_csv_and_staging_notes(toy, shared_tmp):
     syntax, nofile = detail["submission_2"], detail["submission_3"]
     assert syntax["status"] == "graded" and syntax["score"] == "0"
     assert "ops.py, line 1: SyntaxError" in syntax["notes"], syntax
-    assert (
-        nofile["status"] == "graded" and nofile["score"] == "0"
-    )  # nothing handed in earns 0, as on Gradescope
+    assert nofile["status"] == "graded" and nofile["score"] == "0"  # nothing handed in earns 0, as on Gradescope
     assert "nothing to grade: the submission has no ops.py" in nofile["notes"], nofile
     assert detail["submission_1"]["notes"] == ""
 
@@ -99,9 +97,7 @@ def test_gradescope_csv_and_staging_notes(toy, shared_tmp):
 def test_checkpoints_help_names_its_demo():
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
     run = [sys.executable, "-m", "grader"]
-    top = subprocess.run(
-        [*run, "--help"], check=False, capture_output=True, text=True, env=env, timeout=120
-    )
+    top = subprocess.run([*run, "--help"], check=False, capture_output=True, text=True, env=env, timeout=120)
     helped = subprocess.run(
         [*run, "checkpoints", "--help"],
         check=False,

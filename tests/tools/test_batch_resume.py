@@ -27,13 +27,7 @@ from grader.batch import NOT_GRADED, STATE_FILE
 from grader.mutants import list_mutants, materialise
 
 # 12 submissions, 5 distinct stagings: what gets graded is the distinct ones
-KINDS = (
-    ["reference"] * 3
-    + ["template"] * 3
-    + ["no_scale"] * 2
-    + ["syntax_error"] * 2
-    + ["wrong_file_name"] * 2
-)
+KINDS = ["reference"] * 3 + ["template"] * 3 + ["no_scale"] * 2 + ["syntax_error"] * 2 + ["wrong_file_name"] * 2
 DISTINCT = 5
 STOP_WITHIN = 5.0  # seconds from SIGINT to the process's exit, files written (0.7 s idle)
 
@@ -113,9 +107,7 @@ def test_an_interrupted_batch_writes_what_finished_and_resumes_to_the_same_grade
 
     # 2. The same batch, Ctrl-C'd once the first submission is finished.
     out = base / "out"
-    runs = (
-        base / "runs"
-    )  # where this batch's temporary folders go (under root), to see nothing is left
+    runs = base / "runs"  # where this batch's temporary folders go (under root), to see nothing is left
     runs.mkdir()
     runs.chmod(0o711)
     env = {**os.environ, "LMGRADE_RUN_ROOT": str(runs), "COLUMNS": "100"}
@@ -147,9 +139,7 @@ def test_an_interrupted_batch_writes_what_finished_and_resumes_to_the_same_grade
             pass
         time.sleep(0.1)
     assert proc.poll() is None, proc.communicate()
-    os.killpg(
-        proc.pid, signal.SIGINT
-    )  # what Ctrl-C in a terminal sends: the whole foreground group
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends: the whole foreground group
     sent = time.time()
     stdout, stderr = proc.communicate(timeout=120)
     stopped_after = time.time() - sent
@@ -166,18 +156,14 @@ def test_an_interrupted_batch_writes_what_finished_and_resumes_to_the_same_grade
     missing = [r for r in rows if r["status"] == "not graded"]
     assert len(graded) + len(missing) == len(KINDS) and missing
     assert all(r["notes"] == NOT_GRADED and r["score"] == "" for r in missing)
-    assert {r["submission_id"] for r in graded} == set(
-        state["submissions"]
-    )  # the state knows each one
+    assert {r["submission_id"] for r in graded} == set(state["submissions"])  # the state knows each one
     by_id = {r["submission_id"]: r for r in expected}
     assert all(r == by_id[r["submission_id"]] for r in graded)  # what finished is final
     assert f"interrupted (SIGINT): {len(missing)} submission(s) not graded" in stdout, stdout
     assert f"{len(missing)} of {len(KINDS)} submissions were not graded: the batch was" in " ".join(
         (out / "report.html").read_text().split()
     )
-    assert sorted(p.stem for p in (out / "results").iterdir()) == sorted(
-        r["submission_id"] for r in graded
-    )
+    assert sorted(p.stem for p in (out / "results").iterdir()) == sorted(r["submission_id"] for r in graded)
     if os.geteuid() == 0:
         assert not list(runs.iterdir())  # no stray temporary folder
 
@@ -217,6 +203,4 @@ def test_an_interrupted_batch_writes_what_finished_and_resumes_to_the_same_grade
     assert main(["batch", "toy", str(export), "-o", str(out), "--jobs", "1", "--resume"]) == 0
     assert count_gradings == [changed]
     scores = [(r["submission_id"], r["score"]) for r in _rows(out)]
-    assert scores == [
-        (r["submission_id"], r["score"]) for r in expected
-    ]  # a comment changes no grade
+    assert scores == [(r["submission_id"], r["score"]) for r in expected]  # a comment changes no grade

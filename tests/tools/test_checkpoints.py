@@ -53,9 +53,7 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def tiny_model(
-    variant: str = "pre_ln", seed: int = 0, arch: Architecture = TINY
-) -> torch.nn.Module:
+def tiny_model(variant: str = "pre_ln", seed: int = 0, arch: Architecture = TINY) -> torch.nn.Module:
     """A reference model with weights large enough that its predictions are far from uniform."""
     torch.manual_seed(seed)
     model = build_model(arch, variant)
@@ -103,9 +101,7 @@ def checker(
     batch: int | None = None,
 ):
     plan = plan_windows(len(ids), model.n_positions, stride)
-    options = ScoringOptions(
-        device=CPU, bf16=bf16, stride=stride, attention=attention, batch_windows=batch
-    )
+    options = ScoringOptions(device=CPU, bf16=bf16, stride=stride, attention=attention, batch_windows=batch)
     scorer, _ = choose_scorer(model, ids, plan, options, model.n_vocab)
     return score_stream(scorer, ids, plan, options), scorer
 
@@ -181,9 +177,7 @@ def test_plain_and_fast_paths_agree_and_bf16_error_is_small():
     model, ids = tiny_model(seed=3), stream(2000, seed=4)
     plan = plan_windows(len(ids), TINY.n_positions)
     options = ScoringOptions(device=CPU)
-    plain = score_stream(
-        PlainScorer(model, TINY.n_vocab), ids, plan, options
-    )  # = brute force above
+    plain = score_stream(PlainScorer(model, TINY.n_vocab), ids, plan, options)  # = brute force above
     fast, _ = checker(model, ids)
     bf16, _ = checker(model, ids, bf16=True)
     assert abs(fast.nll_sum / plain.nll_sum - 1) < 1e-6
@@ -372,9 +366,7 @@ def test_shape_nan_and_key_problems_are_typed(tmp_path, state):
     extra = dict(state, **{"blocks.0.mha.rotary.freq": torch.zeros(3)})
     assert "unexpected" in error_of(save_submission(tmp_path / "c", extra)).message
     missing = {k: v for k, v in state.items() if k != "blocks.1.ln_2.bias"}
-    assert (
-        "missing: blocks.1.ln_2.bias" in error_of(save_submission(tmp_path / "d", missing)).message
-    )
+    assert "missing: blocks.1.ln_2.bias" in error_of(save_submission(tmp_path / "d", missing)).message
     bad_value = dict(state, note="hello")
     assert error_of(save_submission(tmp_path / "e", bad_value)).kind == "state_dict"
     ints = dict(state, **{"ln.weight": torch.ones(8, dtype=torch.int64)})

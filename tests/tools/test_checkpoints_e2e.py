@@ -80,22 +80,14 @@ def test_demo_export_rows_are_as_expected_and_the_payload_never_runs(tmp_path, s
     assert by_id["submission_1001"].passed and by_id["submission_1001"].perplexity < 50
     assert not by_id["submission_1002"].passed and by_id["submission_1002"].perplexity > 50
     assert by_id["submission_1003"].error_kind == "corrupt"
-    assert (
-        by_id["submission_1004"].error_kind == "unsafe"
-        and "builtins.exec" in by_id["submission_1004"].error
-    )
+    assert by_id["submission_1004"].error_kind == "unsafe" and "builtins.exec" in by_id["submission_1004"].error
     assert by_id["submission_1007"].variant == "post_ln" and by_id["submission_1007"].passed
-    assert (
-        by_id["submission_1010"].error_kind == "budget" and by_id["submission_1010"].perplexity < 50
-    )
+    assert by_id["submission_1010"].error_kind == "budget" and by_id["submission_1010"].perplexity < 50
     assert not (tmp_path / "PWNED").exists()
     assert by_id["submission_1001"].students == "Ada Lovelace"
     assert by_id["submission_1001"].tokens_scored == 4095 and meta["test_tokens_count"] == 4096
     scores = (tmp_path / "gradescope_scores.csv").read_text().splitlines()
-    assert (
-        scores[0] == "Name,SID,Email,Score"
-        and "Ada Lovelace,2023000,ada.lovelace@andrew.cmu.edu,20.0" in scores
-    )
+    assert scores[0] == "Name,SID,Email,Score" and "Ada Lovelace,2023000,ada.lovelace@andrew.cmu.edu,20.0" in scores
 
 
 def test_cli_exit_codes_and_parser_registration(tmp_path, synthetic_slice):
@@ -103,8 +95,7 @@ def test_cli_exit_codes_and_parser_registration(tmp_path, synthetic_slice):
     keep = [
         c.submission_id
         for c in demo.CASES
-        if c.submission_id
-        in ("submission_1001", "submission_1002", "submission_1003", "submission_1004")
+        if c.submission_id in ("submission_1001", "submission_1002", "submission_1003", "submission_1004")
     ]
     for folder in export.iterdir():
         if folder.is_dir() and folder.name not in keep:
@@ -152,9 +143,7 @@ def test_cli_exit_codes_and_parser_registration(tmp_path, synthetic_slice):
     )
     parser = argparse.ArgumentParser()
     cli.add_parsers(parser.add_subparsers())
-    args = parser.parse_args(
-        ["checkpoints", "cmu_11667_a2", "x", "--test-tokens", "t.npz", "--shard", "2/4"]
-    )
+    args = parser.parse_args(["checkpoints", "cmu_11667_a2", "x", "--test-tokens", "t.npz", "--shard", "2/4"])
     assert args.func is cli.cmd_checkpoints and args.shard == (2, 4)
     assert parser.parse_args(["checkpoints-merge", "a.json", "-o", "m.csv"]).func is cli.cmd_merge
 
@@ -209,16 +198,9 @@ def test_shards_merge_to_the_unsharded_result(tmp_path):
     )
     merged, meta = read_results(tmp_path / "merged.json")
     whole, _ = read_results(tmp_path / "all.json")
-    assert [(r.submission_id, r.perplexity) for r in merged] == [
-        (r.submission_id, r.perplexity) for r in whole
-    ]
+    assert [(r.submission_id, r.perplexity) for r in merged] == [(r.submission_id, r.perplexity) for r in whole]
     assert meta["shard"] == "merged 2/2"
-    assert (
-        cli.main(
-            ["checkpoints-merge", str(tmp_path / "shard1.json"), "-o", str(tmp_path / "m.csv")]
-        )
-        == 2
-    )
+    assert cli.main(["checkpoints-merge", str(tmp_path / "shard1.json"), "-o", str(tmp_path / "m.csv")]) == 2
 
 
 @pytest.mark.parametrize("processes", [False, True])
@@ -227,9 +209,7 @@ def test_several_workers_give_the_same_rows(tmp_path, processes):
     (export / "s01" / "model.pt").write_bytes(b"broken")
     tokens = tiny_tokens(tmp_path / "t.npz")
     submissions = read_submissions(export)
-    one, _ = run_check(
-        submissions, CheckSettings(test_tokens=tokens, device="cpu", variant="pre_ln", workers=1)
-    )
+    one, _ = run_check(submissions, CheckSettings(test_tokens=tokens, device="cpu", variant="pre_ln", workers=1))
     two, meta = run_check(
         submissions,
         CheckSettings(
@@ -269,12 +249,8 @@ def test_stride_beyond_a_models_window_means_disjoint_windows(tmp_path):
     tokens = tiny_tokens(tmp_path / "t.npz")
     subs = read_submissions(export)
     plain = run_check(subs, CheckSettings(test_tokens=tokens, device="cpu", variant="pre_ln"))[0][0]
-    wide = run_check(
-        subs, CheckSettings(test_tokens=tokens, device="cpu", variant="pre_ln", stride=999)
-    )
-    slide = run_check(
-        subs, CheckSettings(test_tokens=tokens, device="cpu", variant="pre_ln", stride=4)
-    )
+    wide = run_check(subs, CheckSettings(test_tokens=tokens, device="cpu", variant="pre_ln", stride=999))
+    slide = run_check(subs, CheckSettings(test_tokens=tokens, device="cpu", variant="pre_ln", stride=4))
     assert wide[0][0].perplexity == plain.perplexity and wide[1]["settings"]["stride"] == 999
     assert slide[0][0].tokens_scored == plain.tokens_scored == 299
     assert slide[0][0].perplexity != plain.perplexity  # more context per token
@@ -285,9 +261,7 @@ def test_no_fast_path_gives_the_same_perplexity(tmp_path):
     tokens = tiny_tokens(tmp_path / "t.npz")
     subs = read_submissions(export)
     fast = run_check(subs, CheckSettings(test_tokens=tokens, device="cpu", variant="pre_ln"))[0][0]
-    plain = run_check(
-        subs, CheckSettings(test_tokens=tokens, device="cpu", variant="pre_ln", fast_path=False)
-    )[0][0]
+    plain = run_check(subs, CheckSettings(test_tokens=tokens, device="cpu", variant="pre_ln", fast_path=False))[0][0]
     assert plain.scoring_path == "plain" and "chunked-head" in fast.scoring_path
     assert abs(plain.mean_nll / fast.mean_nll - 1) < 1e-6
 
@@ -298,9 +272,7 @@ def test_bf16_rows_are_close_to_fp32(tmp_path, synthetic_slice):
     torch.save(demo.fixture_state(demo.TRAINED), folder / "model.pt")
     (folder / "config.yaml").write_text(yaml.safe_dump(demo.fixture_config(demo.TRAINED)))
     subs = read_submissions(folder)
-    fp32 = run_check(
-        subs, CheckSettings(test_tokens=synthetic_slice, device="cpu", variant="pre_ln")
-    )[0][0]
+    fp32 = run_check(subs, CheckSettings(test_tokens=synthetic_slice, device="cpu", variant="pre_ln"))[0][0]
     bf16 = run_check(
         subs,
         CheckSettings(test_tokens=synthetic_slice, device="cpu", variant="pre_ln", dtype="bf16"),
@@ -342,9 +314,7 @@ def test_recipe_trains_a_few_steps_and_improves(tmp_path):
     )
     states = train(run, ids, snapshot_steps=(1,), log_every=0)
     assert sorted(states) == [1, 25]
-    assert checker_perplexity(states[25], run, test) < 0.6 * checker_perplexity(
-        states[1], run, test
-    )
+    assert checker_perplexity(states[25], run, test) < 0.6 * checker_perplexity(states[1], run, test)
 
 
 # -- real text ------------------------------------------------------------------------------
@@ -365,9 +335,7 @@ def test_wikitext_slice_real_vocabulary(tmp_path):
             "model_config": {"n_embd": 8, "n_head": 2, "n_positions": 64, "n_layer": 1},
         }
         (export / name / "config.yaml").write_text(yaml.safe_dump(config))
-    rows, _ = run_check(
-        read_submissions(export), CheckSettings(test_tokens=tokens, device="cpu", variant="pre_ln")
-    )
+    rows, _ = run_check(read_submissions(export), CheckSettings(test_tokens=tokens, device="cpu", variant="pre_ln"))
     good, small = rows
     assert good.n_vocab == 40479 and good.tokens_scored == 4095
     assert 0.5 * 40479 < good.perplexity < 2 * 40479  # an untrained model is near uniform

@@ -86,9 +86,7 @@ def test_batch_on_slurm_through_submitit_local_writes_the_local_paths_files(
     per_shard = [json.loads((out / "submitit" / s).read_text())["reports"] for s in shards]
     assert all(per_shard) and not set(per_shard[0]) & set(per_shard[1])  # identical code: one shard
     assert len(json.loads((out / STATE_FILE).read_text())["reports"]) == 3
-    assert sorted(p.name for p in (out / "results").iterdir()) == [
-        f"{n}.json" for n in ("ann", "ben", "cat", "dan")
-    ]
+    assert sorted(p.name for p in (out / "results").iterdir()) == [f"{n}.json" for n in ("ann", "ben", "cat", "dan")]
 
 
 def _flaky(marker: str, value: int) -> int:
@@ -134,9 +132,7 @@ def test_checkpoints_on_slurm_through_submitit_local_write_the_local_table(tmp_p
         torch.manual_seed(i)
         folder = tmp_path / "export" / f"s{i:02d}"
         folder.mkdir(parents=True)
-        torch.save(
-            build_model(Architecture(40, 8, 2, 16, 1), "pre_ln").state_dict(), folder / "model.pt"
-        )
+        torch.save(build_model(Architecture(40, 8, 2, 16, 1), "pre_ln").state_dict(), folder / "model.pt")
         (folder / "config.yaml").write_text(yaml.safe_dump(config))
     tokens = tmp_path / "t.npz"
     np.savez(tokens, test=np.random.default_rng(0).integers(0, 40, 300).astype(np.uint16))
@@ -176,9 +172,7 @@ def test_checkpoints_on_slurm_through_submitit_local_write_the_local_table(tmp_p
 
     def table(path: Path) -> list[dict]:
         rows, _ = read_results(path)
-        return [
-            {k: v for k, v in vars(r).items() if not k.endswith("seconds")} for r in rows
-        ]  # timings
+        return [{k: v for k, v in vars(r).items() if not k.endswith("seconds")} for r in rows]  # timings
 
     assert table(tmp_path / "slurm.json") == table(tmp_path / "local.json")
     assert len(table(tmp_path / "local.json")) == 3

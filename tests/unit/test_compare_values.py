@@ -58,7 +58,10 @@ def test_hidden_messages_hold_no_value_and_no_error_size():
     bad = x.clone()
     bad[1, 3] = 0.123456
     hidden = _cmp(x, bad)[0]
-    assert hidden == "`y`: values differ at 1 of 10 entries (10.0%), first at [1, 3] (tolerance atol 1e-05 + rtol 0.0001 x |expected|)"
+    assert (
+        hidden
+        == "`y`: values differ at 1 of 10 entries (10.0%), first at [1, 3] (tolerance atol 1e-05 + rtol 0.0001 x |expected|)"  # noqa: E501
+    )
     shown = _cmp(x, bad, reveal=True)[0]
     assert "max abs error 0.123" in shown and "expected 0.0" in shown
 
@@ -77,4 +80,6 @@ def test_shape_kind_and_none_messages():
     assert _cmp(x, x.numpy()) == ["`y`: expected a torch tensor, got a numpy array"]
     assert "not implemented yet" in _cmp(x, None)[0]
     assert _cmp([1, 2], [1, 2, 3]) == ["`y`: expected 2 items, got 3"]
-    assert _cmp("abc", "abd") == ["`y`: got the string 'abd' (length 3), which differs from the expected string (length 3)"]
+    assert _cmp("abc", "abd") == [
+        "`y`: got the string 'abd' (length 3), which differs from the expected string (length 3)"
+    ]

@@ -25,6 +25,7 @@ def _check_msg(key, value):
 
 # -- the oracle ---------------------------------------------------------------------------------
 
+
 def test_lines_without_the_token_are_ignored(server):
     assert server.parse(b'{"event": "result", "outcome": "passed"}') is None
     assert server.parse(b'other {"event": "result"}') is None
@@ -32,12 +33,15 @@ def test_lines_without_the_token_are_ignored(server):
     assert server.rejected == 2
 
 
-@pytest.mark.parametrize("spec, words", [
-    ({"a": {"dtype": "object", "shape": [1], "data": ""}}, "dtype"),
-    ({"a": {"dtype": "float32", "shape": [4], "data": "AAAA"}}, "does not match"),
-    ({"a": {"dtype": "float32", "shape": [-1], "data": ""}}, "shape"),
-    ([], "object"),
-])
+@pytest.mark.parametrize(
+    "spec, words",
+    [
+        ({"a": {"dtype": "object", "shape": [1], "data": ""}}, "dtype"),
+        ({"a": {"dtype": "float32", "shape": [4], "data": "AAAA"}}, "does not match"),
+        ({"a": {"dtype": "float32", "shape": [-1], "data": ""}}, "shape"),
+        ([], "object"),
+    ],
+)
 def test_arrays_from_the_child_are_checked(spec, words):
     with pytest.raises(ProtocolError, match=words):
         unpack_arrays(spec)
@@ -79,4 +83,3 @@ def test_notes_are_capped_and_deduplicated():
         notes.add(f"note {i % (MAX_NOTES * 3)}")
     kept = notes.as_list()
     assert len(kept) == MAX_NOTES + 1 and "further notes were not kept" in kept[-1]
-

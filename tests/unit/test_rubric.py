@@ -11,9 +11,16 @@ from grader.assignment import RubricError, load_assignment
 BASE = {
     "id": "toy",
     "modules": {"ops": ["ops.py"]},
-    "questions": [{"number": "1", "points": 3, "tests": {"hidden/test_ops.py::test_a": 1,
-                                                          "hidden/test_ops.py::test_b": {"points": 2, "requires": [
-                                                              "hidden/test_ops.py::test_a"]}}}],
+    "questions": [
+        {
+            "number": "1",
+            "points": 3,
+            "tests": {
+                "hidden/test_ops.py::test_a": 1,
+                "hidden/test_ops.py::test_b": {"points": 2, "requires": ["hidden/test_ops.py::test_a"]},
+            },
+        }
+    ],
 }
 
 
@@ -30,22 +37,41 @@ def test_a_valid_rubric_loads(tmp_path):
     assert a.total_points == 3 and a.spec_for("hidden/test_ops.py::test_b").requires == ("hidden/test_ops.py::test_a",)
 
 
-@pytest.mark.parametrize("changes, words", [
-    ({"questions": [{"number": "1", "points": 5, "tests": {"hidden/t.py::a": 1}}]}, "worth 5"),
-    ({"questions": [{"number": "1", "tests": {"hidden/t.py::a": 1}}, {"number": "2", "tests": {"hidden/t.py::a": 1}}]},
-     "listed in questions 1 and 2"),
-    ({"questions": [{"number": "1", "tests": {"hidden/t.py::a": {"points": 1, "requires": ["hidden/t.py::zz"]}}}]},
-     "requires hidden/t.py::zz"),
-    ({"questions": [{"number": "1", "tests": {"hidden/t.py::a": "two"}}]}, "points must be a number"),
-    ({"child_judged": ["hidden/t.py::nope"]}, "child_judged names"),
-    ({"rules": [{"name": "r", "message": "m", "tests": ["*"]}]}, "needs 'forbid'"),
-    ({"rules": [{"name": "r", "message": "m", "tests": ["*"], "no_loops_in": ["model.Class.f"]}]}, "file.py:Class.method"),
-    ({"tools": {"commandz": []}}, "'tools' takes"),
-    ({"data_env": {"NLTK_DATA": "../outside"}}, "must stay inside"),
-    ({"requirements": ["torch"]}, "replaced by 'environment'"),
-    ({"visibility": "sometimes"}, "visibility"),
-    ({"id": "other"}, "differs from its folder"),
-])
+@pytest.mark.parametrize(
+    "changes, words",
+    [
+        ({"questions": [{"number": "1", "points": 5, "tests": {"hidden/t.py::a": 1}}]}, "worth 5"),
+        (
+            {
+                "questions": [
+                    {"number": "1", "tests": {"hidden/t.py::a": 1}},
+                    {"number": "2", "tests": {"hidden/t.py::a": 1}},
+                ]
+            },
+            "listed in questions 1 and 2",
+        ),
+        (
+            {
+                "questions": [
+                    {"number": "1", "tests": {"hidden/t.py::a": {"points": 1, "requires": ["hidden/t.py::zz"]}}}
+                ]
+            },
+            "requires hidden/t.py::zz",
+        ),
+        ({"questions": [{"number": "1", "tests": {"hidden/t.py::a": "two"}}]}, "points must be a number"),
+        ({"child_judged": ["hidden/t.py::nope"]}, "child_judged names"),
+        ({"rules": [{"name": "r", "message": "m", "tests": ["*"]}]}, "needs 'forbid'"),
+        (
+            {"rules": [{"name": "r", "message": "m", "tests": ["*"], "no_loops_in": ["model.Class.f"]}]},
+            "file.py:Class.method",
+        ),
+        ({"tools": {"commandz": []}}, "'tools' takes"),
+        ({"data_env": {"NLTK_DATA": "../outside"}}, "must stay inside"),
+        ({"requirements": ["torch"]}, "replaced by 'environment'"),
+        ({"visibility": "sometimes"}, "visibility"),
+        ({"id": "other"}, "differs from its folder"),
+    ],
+)
 def test_mistakes_are_refused_naming_the_field(tmp_path, changes, words):
     with pytest.raises(RubricError, match=words):
         _load(tmp_path, **changes)

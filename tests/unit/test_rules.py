@@ -7,7 +7,7 @@ from pathlib import Path
 
 from grader.rules import forbidden_source_names, loops_in, scan
 
-FORBIDDEN = '''
+FORBIDDEN = """
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
@@ -26,9 +26,9 @@ class A(nn.Module):
 
     def fine(self, x):
         return x.mean(-1) + self.eval() + getattr(self, "w")
-'''
+"""
 
-LOOPS = '''
+LOOPS = """
 class Attention:
     def heads(self, x):
         return torch.stack([self.one(x, h) for h in range(self.n_head)])
@@ -55,7 +55,7 @@ def top(x):
     while x:
         x = x - 1
     return x
-'''
+"""
 
 
 def _file(tmp_path: Path, text: str) -> Path:
@@ -80,10 +80,12 @@ def test_forbidden_names_aliases_and_dynamic_lookups_are_found(tmp_path):
 def test_loops_are_found_in_the_function_and_what_it_calls(tmp_path):
     path = _file(tmp_path, LOOPS)
     assert [f.what for f in loops_in(path, "m.py", "Attention.heads")] == [
-        "a comprehension (a loop) in Attention.heads"]
+        "a comprehension (a loop) in Attention.heads"
+    ]
     assert loops_in(path, "m.py", "Attention.fixed") == []  # over (q, k, v) and range(3): fixed lengths
     assert [f.what for f in loops_in(path, "m.py", "Attention.via_helper")] == [
-        "a while loop in Attention.via_helper (through top)"]
+        "a while loop in Attention.via_helper (through top)"
+    ]
     assert [f.what for f in loops_in(path, "m.py", "Attention.forward")] == ["a for loop in Attention.forward"]
     assert loops_in(path, "m.py", "Attention.forward", allowed=("self.blocks",)) == []
     assert loops_in(path, "m.py", "Attention.missing") == []

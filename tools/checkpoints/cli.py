@@ -21,7 +21,6 @@ from tqdm import tqdm
 
 from tools.checkpoints.errors import ExportError, TestTokensError
 from tools.checkpoints.export import read_submissions
-from tools.checkpoints.summary import print_summary
 from tools.checkpoints.results import (
     CheckRow,
     json_twin,
@@ -29,6 +28,7 @@ from tools.checkpoints.results import (
     write_gradescope_scores,
     write_results,
 )
+from tools.checkpoints.summary import print_summary
 
 if TYPE_CHECKING:
     from tools.checkpoints.runner import CheckSettings
@@ -59,9 +59,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--test-tokens", type=Path, required=True, help=".npz/.npy/.bin token ids")
     p.add_argument("--test-key", help="array name inside the .npz (default: test, tokens, val)")
-    p.add_argument(
-        "--threshold", type=float, default=50.0, help="pass when perplexity < this (default 50)"
-    )
+    p.add_argument("--threshold", type=float, default=50.0, help="pass when perplexity < this (default 50)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda (every GPU) or cuda:N")
     p.add_argument(
         "--dtype",
@@ -69,14 +67,11 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         default="fp32",
         help="fp32 (exact, default) or bf16 autocast (log-softmax stays fp32)",
     )
-    p.add_argument(
-        "--batch-size", type=_positive, help="windows per forward pass (default: automatic)"
-    )
+    p.add_argument("--batch-size", type=_positive, help="windows per forward pass (default: automatic)")
     p.add_argument(
         "--stride",
         type=_positive,
-        help="sliding windows moving this many tokens, at most each model's context "
-        "(default: disjoint windows)",
+        help="sliding windows moving this many tokens, at most each model's context (default: disjoint windows)",
     )
     p.add_argument(
         "--variant",
@@ -95,25 +90,17 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="score every window with the model's own full forward (slower; same protocol)",
     )
-    p.add_argument(
-        "--max-size-mb", type=float, default=100.0, help="refuse larger files (course: 100)"
-    )
-    p.add_argument(
-        "--flop-budget", type=float, default=1e17, help="training FLOP limit (handout: 1e17)"
-    )
+    p.add_argument("--max-size-mb", type=float, default=100.0, help="refuse larger files (course: 100)")
+    p.add_argument("--flop-budget", type=float, default=1e17, help="training FLOP limit (handout: 1e17)")
     p.add_argument("--points", type=float, default=20.0, help="score of a passing submission")
     p.add_argument("--fail-points", type=float, default=0.0, help="score otherwise")
-    p.add_argument(
-        "--shard", type=_shard, default=(1, 1), metavar="K/N", help="check shard K of N (1-based)"
-    )
+    p.add_argument("--shard", type=_shard, default=(1, 1), metavar="K/N", help="check shard K of N (1-based)")
     p.add_argument(
         "--workers",
         type=_positive,
         help="workers (default: one process per GPU; on the CPU one thread per core)",
     )
-    p.add_argument(
-        "--prefetch", type=_positive, default=2, help="checkpoints loaded ahead (default 2)"
-    )
+    p.add_argument("--prefetch", type=_positive, default=2, help="checkpoints loaded ahead (default 2)")
     p.add_argument("--threads", type=_positive, help="torch CPU threads per worker")
     p.add_argument(
         "-o",
@@ -122,27 +109,17 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         default=Path("checkpoints.csv"),
         help="CSV path; the JSON twin is written beside it",
     )
-    p.add_argument(
-        "--gradescope-csv", type=Path, help="also write Name,SID,Email,Score per student"
-    )
+    p.add_argument("--gradescope-csv", type=Path, help="also write Name,SID,Email,Score per student")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     from grader.cluster import add_arguments
 
     add_arguments(p, gpus=True)  # --executor slurm: one array task per shard, merged at the end
     p.set_defaults(func=cmd_checkpoints)
 
-    m = subparsers.add_parser(
-        "checkpoints-merge", help="join the shard outputs of lmgrade checkpoints"
-    )
-    m.add_argument(
-        "inputs", type=Path, nargs="+", help="shard .json (checked for completeness) or .csv files"
-    )
-    m.add_argument(
-        "-o", "--output", type=Path, required=True, help="merged CSV (JSON twin beside it)"
-    )
-    m.add_argument(
-        "--gradescope-csv", type=Path, help="also write Name,SID,Email,Score per student"
-    )
+    m = subparsers.add_parser("checkpoints-merge", help="join the shard outputs of lmgrade checkpoints")
+    m.add_argument("inputs", type=Path, nargs="+", help="shard .json (checked for completeness) or .csv files")
+    m.add_argument("-o", "--output", type=Path, required=True, help="merged CSV (JSON twin beside it)")
+    m.add_argument("--gradescope-csv", type=Path, help="also write Name,SID,Email,Score per student")
     m.set_defaults(func=cmd_merge)
 
 
@@ -181,9 +158,7 @@ def cmd_checkpoints(args: argparse.Namespace) -> int:
     try:
         cluster = options_from_args(args)
         if cluster.on_cluster and args.shard != (1, 1):
-            raise ValueError(
-                "--shard with --executor: the job array makes the shards (give --shards N)"
-            )
+            raise ValueError("--shard with --executor: the job array makes the shards (give --shards N)")
     except ValueError as err:
         err_console.print(f"[red]error:[/red] {err}")
         return 2
@@ -287,9 +262,7 @@ def _run_with_progress(submissions, settings: CheckSettings, show: bool):
 
 def _write(rows: list[CheckRow], meta: dict, output: Path, gradescope: Path | None) -> None:
     json_path = write_results(rows, output, meta)
-    err_console.print(
-        f"wrote {output} and {json_path if json_path != output else json_twin(output)}"
-    )
+    err_console.print(f"wrote {output} and {json_path if json_path != output else json_twin(output)}")
     if gradescope is not None:
         write_gradescope_scores(rows, gradescope)
         err_console.print(f"wrote {gradescope}")
@@ -327,9 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.checkpoints")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
     add_parsers(sub)
-    d = sub.add_parser(
-        "demo", help="build a demo export (pass, fail, corrupt, malicious, ...) and check it"
-    )
+    d = sub.add_parser("demo", help="build a demo export (pass, fail, corrupt, malicious, ...) and check it")
     d.add_argument("-o", "--out", type=Path, default=Path("demo-out/checkpoints"))
     d.set_defaults(func=lambda a: run_demo(a.out))
     args = parser.parse_args(argv)

@@ -82,9 +82,7 @@ def read_config(path: Path | None) -> StudentConfig:
         for key in MODEL_KEYS
         if model_section.get(key) is not None
     }
-    training = {
-        key: _as_int(data[key], path, key) for key in TRAINING_KEYS if data.get(key) is not None
-    }
+    training = {key: _as_int(data[key], path, key) for key in TRAINING_KEYS if data.get(key) is not None}
     n_vocab = data.get("n_vocab", model_section.get("n_vocab"))
     n_vocab = None if n_vocab is None else _as_int(n_vocab, path, "n_vocab")
     return StudentConfig(path=path, model=model, training=training, n_vocab=n_vocab)
@@ -98,13 +96,7 @@ def flop_budget(
     train = None
     if config.has_training_fields:
         t = config.training
-        train = (
-            per_token
-            * t["num_training_steps"]
-            * t["grad_accumulation_steps"]
-            * t["batch_size"]
-            * t["seq_len"]
-        )
+        train = per_token * t["num_training_steps"] * t["grad_accumulation_steps"] * t["batch_size"] * t["seq_len"]
     return FlopBudget(flops_per_token=per_token, train_flops=train, limit=limit)
 
 

@@ -53,12 +53,8 @@ class SyntheticGrammar:
         self.rng = np.random.default_rng(seed)
         self.p = probs or GrammarProbabilities()
         table = np.random.default_rng(12345)  # the language itself is fixed across seeds
-        self.noun_dist = [
-            _zipf(N_NOUNS, self.p.zipf, table.permutation(N_NOUNS)) for _ in range(N_TOPICS)
-        ]
-        self.verb_dist = [
-            _zipf(N_VERBS, self.p.zipf, table.permutation(N_VERBS)) for _ in range(N_TOPICS)
-        ]
+        self.noun_dist = [_zipf(N_NOUNS, self.p.zipf, table.permutation(N_NOUNS)) for _ in range(N_TOPICS)]
+        self.verb_dist = [_zipf(N_VERBS, self.p.zipf, table.permutation(N_VERBS)) for _ in range(N_TOPICS)]
         self.adj_dist = _zipf(N_ADJ, self.p.zipf, np.arange(N_ADJ))
         self.adv_dist = _zipf(N_ADV, self.p.zipf, np.arange(N_ADV))
         self.prep_dist = _zipf(N_PREP, self.p.zipf, np.arange(N_PREP))
@@ -98,17 +94,13 @@ class SyntheticGrammar:
         while adjectives < 3 and self._flip(self.p.p_adjective):
             self.out.append(ADJ + self._pick_index(self.adj_dist))
             adjectives += 1
-        self.out.append(
-            (NOUN_SG if number == 0 else NOUN_PL) + self._pick_index(self.noun_dist[topic])
-        )
+        self.out.append((NOUN_SG if number == 0 else NOUN_PL) + self._pick_index(self.noun_dist[topic]))
         if allow_pp and self._flip(self.p.p_pp):
             self.out.append(PREP + self._pick_index(self.prep_dist))
             self.noun_phrase(int(self._flip(0.5)), topic, allow_pp=False)
 
     def verb_phrase(self, number: int, topic: int) -> None:
-        self.out.append(
-            (VERB_SG if number == 0 else VERB_PL) + self._pick_index(self.verb_dist[topic])
-        )
+        self.out.append((VERB_SG if number == 0 else VERB_PL) + self._pick_index(self.verb_dist[topic]))
         if self._flip(self.p.p_object):
             self.noun_phrase(int(self._flip(0.5)), topic, allow_pp=False)
         elif self._flip(self.p.p_adverb):
@@ -123,9 +115,7 @@ class SyntheticGrammar:
         cumulative = self._cumulative.get(id(dist))
         if cumulative is None:
             cumulative = self._cumulative[id(dist)] = np.cumsum(dist)
-        index = min(
-            int(np.searchsorted(cumulative, self.rng.random(), side="right")), dist.shape[0] - 1
-        )
+        index = min(int(np.searchsorted(cumulative, self.rng.random(), side="right")), dist.shape[0] - 1)
         self.logp += np.log(dist[index])
         return index
 

@@ -17,11 +17,11 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from tools.checkpoints.summary import print_summary
+from grader import project_root
 from tools.checkpoints.export import read_submissions
 from tools.checkpoints.results import write_gradescope_scores, write_results
 from tools.checkpoints.runner import CheckSettings, run_check
-from grader import project_root
+from tools.checkpoints.summary import print_summary
 
 FIXTURES = project_root() / "fixtures" / "checkpoints"
 TEST_FILE = FIXTURES / "synthetic_test.npz"
@@ -55,9 +55,7 @@ CASES = (
         False,
         "unsafe",
     ),
-    Case(
-        "submission_1005", "Grace Hopper", "feed-forward width 100 instead of 4*32", False, "shape"
-    ),
+    Case("submission_1005", "Grace Hopper", "feed-forward width 100 instead of 4*32", False, "shape"),
     Case("submission_1006", "Alan Turing", "trained weights, no config.yaml", False, "config"),
     Case("submission_1007", "Emmy Noether", "trained GPT-tiny, post-LN", True, variant="post_ln"),
     Case(
@@ -68,9 +66,7 @@ CASES = (
         variant="pre_ln",
     ),
     Case("submission_1009", "Sofia Kovalevskaya", "NaN in a weight", False, "non_finite"),
-    Case(
-        "submission_1010", "John von Neumann", "config claims 10^9 training steps", False, "budget"
-    ),
+    Case("submission_1010", "John von Neumann", "config claims 10^9 training steps", False, "budget"),
     Case("submission_1011", "Hedy Lamarr", "forgot model.pt", False, "missing"),
     Case(
         "submission_1012",
@@ -112,13 +108,9 @@ def materialise_demo(out_dir: Path) -> tuple[Path, Path]:
     trained, config = fixture_state(TRAINED), fixture_config(TRAINED)
     builders = {
         "submission_1001": lambda d: _save(d, trained, config),
-        "submission_1002": lambda d: _save(
-            d, fixture_state(UNDERTRAINED), fixture_config(UNDERTRAINED)
-        ),
+        "submission_1002": lambda d: _save(d, fixture_state(UNDERTRAINED), fixture_config(UNDERTRAINED)),
         "submission_1003": lambda d: _truncated(d, trained, config),
-        "submission_1004": lambda d: _save(
-            d, {"model": trained, "extra": _WritesFile(marker)}, config
-        ),
+        "submission_1004": lambda d: _save(d, {"model": trained, "extra": _WritesFile(marker)}, config),
         "submission_1005": lambda d: _save(d, _wrong_width(trained), config),
         "submission_1006": lambda d: _save(d, trained, None),
         "submission_1007": lambda d: _save(d, fixture_state(POST_LN), fixture_config(POST_LN)),

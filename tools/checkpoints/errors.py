@@ -8,9 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-RESAVE_ADVICE = (
-    'Re-save the weights only, e.g. torch.save(model.state_dict(), "model.pt"), and resubmit.'
-)
+RESAVE_ADVICE = 'Re-save the weights only, e.g. torch.save(model.state_dict(), "model.pt"), and resubmit.'
 
 
 class CheckpointError(Exception):

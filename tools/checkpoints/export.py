@@ -63,10 +63,7 @@ def read_submissions(root: Path) -> list[Submission]:
     ids = sorted(set(folders) | set(people), key=_natural_key)
     if not ids:
         raise ExportError(f"{root}: no submission folders")
-    return [
-        Submission(submission_id=i, folder=folders.get(i, root / i), students=people.get(i, ()))
-        for i in ids
-    ]
+    return [Submission(submission_id=i, folder=folders.get(i, root / i), students=people.get(i, ())) for i in ids]
 
 
 def read_metadata(path: Path) -> dict[str, tuple[Student, ...]]:

@@ -97,9 +97,7 @@ def load_checkpoint(
         notes += load_into(model, state, path)
         models[variant] = model
     n_params = count_params(next(iter(models.values())))
-    budget = flop_budget(
-        n_params, arch.n_layer, arch.n_embd, arch.n_positions, config, limits.flop_budget
-    )
+    budget = flop_budget(n_params, arch.n_layer, arch.n_embd, arch.n_positions, config, limits.flop_budget)
     if config.training.get("seq_len", 0) > arch.n_positions:
         notes.append(f"config seq_len={config.training['seq_len']} > n_positions")
     return LoadedCheckpoint(
@@ -122,9 +120,7 @@ def read_tensors(path: Path, max_bytes: int) -> object:
     """The object stored in ``path``, read without running any code from it."""
     size = path.stat().st_size
     if size > max_bytes:
-        raise OversizedCheckpointError(
-            path, f"is {size / 2**20:.1f} MiB, over the {max_bytes / 2**20:.0f} MiB limit"
-        )
+        raise OversizedCheckpointError(path, f"is {size / 2**20:.1f} MiB, over the {max_bytes / 2**20:.0f} MiB limit")
     if size == 0:
         raise CorruptCheckpointError(path, "is empty")
     with path.open("rb") as handle:
@@ -193,9 +189,7 @@ def _refusal(path: Path, is_zip: bool, err: pickle.UnpicklingError) -> CorruptCh
             f"holds pickled Python objects beyond tensors ({listed}); it was refused "
             f"without running anything from it. {RESAVE_ADVICE}",
         )
-    detail = next(
-        (line.strip() for line in str(err).splitlines() if "WeightsUnpickler" in line), ""
-    )
+    detail = next((line.strip() for line in str(err).splitlines() if "WeightsUnpickler" in line), "")
     return CorruptCheckpointError(path, f"is not a readable checkpoint ({detail or 'bad pickle'})")
 
 
@@ -272,18 +266,14 @@ def unwrap_state_dict(obj: object, source: Path) -> tuple[dict[str, Tensor], lis
                 obj = obj[key]
                 break
     if not isinstance(obj, dict) or not obj:
-        raise StateDictError(
-            source, f"holds a {type(obj).__name__}, not a state dict. {RESAVE_ADVICE}"
-        )
+        raise StateDictError(source, f"holds a {type(obj).__name__}, not a state dict. {RESAVE_ADVICE}")
     state: dict[str, Tensor] = {}
     for key, value in obj.items():
         name = _strip_prefixes(str(key))
         if not isinstance(value, Tensor):
             raise StateDictError(source, f"entry {key!r} is a {type(value).__name__}, not a tensor")
         if value.dtype not in FLOAT_DTYPES:
-            raise StateDictError(
-                source, f"entry {key!r} has dtype {value.dtype}, not floating point"
-            )
+            raise StateDictError(source, f"entry {key!r} has dtype {value.dtype}, not floating point")
         if name in state:
             raise StateDictError(source, f"two entries map to {name!r} after removing prefixes")
         state[name] = value.to(torch.float32)
@@ -302,9 +292,7 @@ def _strip_prefixes(name: str) -> str:
     return name
 
 
-def infer_architecture(
-    state: dict[str, Tensor], config: StudentConfig, source: Path
-) -> Architecture:
+def infer_architecture(state: dict[str, Tensor], config: StudentConfig, source: Path) -> Architecture:
     """Vocabulary, width, context and depth from the shapes; heads from the config."""
     tok = _require_matrix(state, "token_embeddings.weight", source)
     pos = _require_matrix(state, "position_embeddings.weight", source)
@@ -313,8 +301,7 @@ def infer_architecture(
     if pos.shape[1] != n_embd:
         raise ShapeMismatchError(
             source,
-            f"position_embeddings.weight has width {pos.shape[1]}, "
-            f"token_embeddings.weight has {n_embd}",
+            f"position_embeddings.weight has width {pos.shape[1]}, token_embeddings.weight has {n_embd}",
         )
     n_layer = _count_blocks(state, source)
     inferred = {"n_embd": n_embd, "n_positions": n_positions, "n_layer": n_layer}
@@ -322,8 +309,7 @@ def infer_architecture(
         if key in config.model and config.model[key] != value:
             raise ShapeMismatchError(
                 source,
-                f"{config.path.name} says model_config.{key}="
-                f"{config.model[key]}, the weights say {value}",
+                f"{config.path.name} says model_config.{key}={config.model[key]}, the weights say {value}",
             )
     if config.n_vocab is not None and config.n_vocab != n_vocab:
         raise ShapeMismatchError(source, f"config n_vocab={config.n_vocab}, weights say {n_vocab}")
@@ -335,8 +321,7 @@ def _require_matrix(state: dict[str, Tensor], key: str, source: Path) -> Tensor:
     if key not in state:
         raise ShapeMismatchError(
             source,
-            f"has no {key!r}; is this the course's DecoderLM? "
-            f"keys start {sorted(state)[:MAX_LISTED]}",
+            f"has no {key!r}; is this the course's DecoderLM? keys start {sorted(state)[:MAX_LISTED]}",
         )
     if state[key].dim() != 2:
         raise ShapeMismatchError(source, f"{key} has shape {tuple(state[key].shape)}, not 2-D")
@@ -350,9 +335,7 @@ def _count_blocks(state: dict[str, Tensor], source: Path) -> int:
     return len(indices)
 
 
-def _require_heads(
-    state: dict[str, Tensor], config: StudentConfig, n_embd: int, source: Path
-) -> int:
+def _require_heads(state: dict[str, Tensor], config: StudentConfig, n_embd: int, source: Path) -> int:
     scale = state.get("blocks.0.mha.scale_factor")
     hint = ""
     if scale is not None and scale.numel() == 1 and float(scale) > 0:
@@ -360,13 +343,10 @@ def _require_heads(
         if head_dim and n_embd % head_dim == 0:
             hint = f" (its scale_factor suggests n_head={n_embd // head_dim})"
     if "n_head" not in config.model:
-        where = (
-            f"{config.path.name} has no model_config.n_head" if config.path else "no config.yaml"
-        )
+        where = f"{config.path.name} has no model_config.n_head" if config.path else "no config.yaml"
         raise ConfigError(
             source,
-            f"{where}: n_head cannot be read from the weights{hint}; "
-            "submit the config.yaml your training run wrote",
+            f"{where}: n_head cannot be read from the weights{hint}; submit the config.yaml your training run wrote",
         )
     n_head = config.model["n_head"]
     if n_head == 0 or n_embd % n_head:
@@ -417,11 +397,7 @@ def load_into(model: nn.Module, state: dict[str, Tensor], source: Path) -> list[
         for k, v in expected.items()
         if k in state and state[k].shape != v.shape
     ]
-    problems = (
-        _describe("missing", missing)
-        + _describe("unexpected", unexpected)
-        + _describe("wrong shape", wrong)
-    )
+    problems = _describe("missing", missing) + _describe("unexpected", unexpected) + _describe("wrong shape", wrong)
     if problems:
         raise ShapeMismatchError(
             source,

@@ -184,9 +184,7 @@ class FastScorer:
         for lo in range(0, hidden.shape[0], self.chunk_rows):
             logits = head(self.model, hidden[None, lo : lo + self.chunk_rows])[0].float()  # (c, V)
             with _no_autocast(logits.device):
-                pieces.append(
-                    F.cross_entropy(logits, wanted[lo : lo + self.chunk_rows], reduction="none")
-                )
+                pieces.append(F.cross_entropy(logits, wanted[lo : lo + self.chunk_rows], reduction="none"))
         return torch.cat(pieces)
 
     @contextmanager
@@ -209,25 +207,19 @@ class FastScorer:
 
 
 def _is_course_attention(module: nn.Module) -> bool:
-    return hasattr(module, "self_attention") and isinstance(
-        getattr(module, "scale_factor", None), Tensor
-    )
+    return hasattr(module, "self_attention") and isinstance(getattr(module, "scale_factor", None), Tensor)
 
 
 def _sdpa_self_attention(mha: nn.Module, owner: FastScorer) -> Callable[..., Tensor]:
     original = type(mha).self_attention.__get__(mha)
     scale = float(mha.scale_factor)
 
-    def self_attention(
-        q: Tensor, kT: Tensor, v: Tensor, attention_mask: Tensor | None = None
-    ) -> Tensor:
+    def self_attention(q: Tensor, kT: Tensor, v: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         if attention_mask is not None or mha.training:
             return original(q, kT, v, attention_mask)
         owner.used_sdpa = True
         batch, heads, seq, head_dim = q.shape
-        out = F.scaled_dot_product_attention(
-            q, kT.transpose(-2, -1), v, is_causal=True, scale=scale
-        )  # (B, H, S, HD)
+        out = F.scaled_dot_product_attention(q, kT.transpose(-2, -1), v, is_causal=True, scale=scale)  # (B, H, S, HD)
         return out.transpose(1, 2).reshape(batch, seq, heads * head_dim)  # (B, S, D)
 
     return self_attention
@@ -273,11 +265,7 @@ def score_stream(
     count = 0
     vocab = scorer.n_vocab if isinstance(scorer, PlainScorer) else None
     batch = options.batch_windows or auto_batch_windows(plan.length, tokens.device, vocab)
-    autocast = (
-        torch.autocast(device_type=tokens.device.type, dtype=torch.bfloat16)
-        if options.bf16
-        else nullcontext()
-    )
+    autocast = torch.autocast(device_type=tokens.device.type, dtype=torch.bfloat16) if options.bf16 else nullcontext()
     with torch.inference_mode(), autocast:
         for inputs, targets, scored in window_batches(tokens, plan, batch):
             nll = scorer.token_nll(inputs, targets, scored)

@@ -31,11 +31,11 @@ import torch.nn.functional as F
 import yaml
 from safetensors.torch import save_file
 
+from grader import project_root
 from tools.checkpoints.config_file import StudentConfig, flop_budget
 from tools.checkpoints.corpus import N_VOCAB, write_corpus
 from tools.checkpoints.perplexity import ScoringOptions, choose_scorer, plan_windows, score_stream
 from tools.checkpoints.reference_model import Architecture, build_model, count_params
-from grader import project_root
 
 FIXTURES = project_root() / "fixtures" / "checkpoints"
 WIKITEXT = Path("/work/shared/data/wikitext2_gpt1")
@@ -163,9 +163,7 @@ def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
 
 
-def checker_perplexity(
-    state: dict[str, torch.Tensor], run: TrainingRun, test_ids: np.ndarray
-) -> float:
+def checker_perplexity(state: dict[str, torch.Tensor], run: TrainingRun, test_ids: np.ndarray) -> float:
     """The checker's perplexity (fp32, disjoint windows) of a state dict on a token array."""
     model = build_model(run.arch, run.variant)
     model.load_state_dict(state)
@@ -176,9 +174,7 @@ def checker_perplexity(
     return score_stream(scorer, tokens, plan, options).perplexity
 
 
-def save_checkpoint(
-    state: dict[str, torch.Tensor], path: Path, run: TrainingRun, metadata: dict[str, str]
-) -> None:
+def save_checkpoint(state: dict[str, torch.Tensor], path: Path, run: TrainingRun, metadata: dict[str, str]) -> None:
     """Safetensors file plus its course-style YAML config beside it (``<stem>.yaml``)."""
     save_file(state, str(path), metadata={k: str(v) for k, v in metadata.items()})
     config = run.config_yaml(metadata.get("tokenizer", "synthetic-512"))
@@ -203,9 +199,7 @@ def make_synthetic_fixtures(
     for variant in ("pre_ln", "post_ln"):
         this = replace(run, variant=variant)
         start = time.perf_counter()
-        snaps = train(
-            this, train_ids, snapshot_steps=(undertrained_step,) if variant == "pre_ln" else ()
-        )
+        snaps = train(this, train_ids, snapshot_steps=(undertrained_step,) if variant == "pre_ln" else ())
         seconds = time.perf_counter() - start
         names = {steps: f"gpt_tiny_synthetic_{variant}"}
         if variant == "pre_ln":
@@ -235,8 +229,7 @@ def _save_and_score(
     config = StudentConfig(
         path=None,
         training={
-            k: getattr(run, k)
-            for k in ("num_training_steps", "grad_accumulation_steps", "batch_size", "seq_len")
+            k: getattr(run, k) for k in ("num_training_steps", "grad_accumulation_steps", "batch_size", "seq_len")
         },
     )
     budget = flop_budget(n_params, run.n_layer, run.n_embd, run.n_positions, config, 1e17)
@@ -248,9 +241,7 @@ def _save_and_score(
         "train_flops": budget.train_flops,
         "train_seconds_whole_run": round(seconds, 1),
     }
-    save_checkpoint(
-        state, path, run, {"tokenizer": "synthetic-512", **{k: str(v) for k, v in info.items()}}
-    )
+    save_checkpoint(state, path, run, {"tokenizer": "synthetic-512", **{k: str(v) for k, v in info.items()}})
     print(f"{path.name}: {json.dumps(info)}", file=sys.stderr)
     return info
 
@@ -292,9 +283,7 @@ def wikitext_benchmark(
     }
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        save_checkpoint(
-            state, out / "wikitext_gpt_tiny.safetensors", ran, {"tokenizer": "gpt1-bpe-40479"}
-        )
+        save_checkpoint(state, out / "wikitext_gpt_tiny.safetensors", ran, {"tokenizer": "gpt1-bpe-40479"})
     return result
 
 
@@ -311,14 +300,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=1000, help="(the committed fixtures: 1000)")
     p.add_argument("--undertrained-step", type=int, default=40)
     p.add_argument("--max-lr", type=float, default=2e-3, help="(the committed fixtures: 2e-3)")
-    p = sub.add_parser(
-        "wikitext", help="train on WikiText-2 for a few minutes, compare perplexities"
-    )
+    p = sub.add_parser("wikitext", help="train on WikiText-2 for a few minutes, compare perplexities")
     p.add_argument("--minutes", type=float, default=5.0)
     p.add_argument("--data", type=Path, default=WIKITEXT)
-    p.add_argument(
-        "--test-tokens", type=int, default=None, help="score only the first N test tokens"
-    )
+    p.add_argument("--test-tokens", type=int, default=None, help="score only the first N test tokens")
     p.add_argument("--out", type=Path, default=None, help="also save the trained weights here")
     for p in sub.choices.values():
         p.add_argument(

@@ -22,6 +22,7 @@ from types import ModuleType
 
 import torch
 from torch import nn
+
 from grader import project_root
 
 REPO_ROOT = project_root()
@@ -75,9 +76,7 @@ def decoder_class(variant: str, ref_dir: Path | None = None) -> type[nn.Module]:
 def build_model(arch: Architecture, variant: str, ref_dir: Path | None = None) -> nn.Module:
     """A reference DecoderLM for ``arch`` in eval mode with dropout 0 (weights are overwritten)."""
     cls = decoder_class(variant, ref_dir)
-    model = cls(
-        arch.n_vocab, arch.n_embd, arch.n_head, arch.n_positions, arch.n_layer, p_dropout=0.0
-    )
+    model = cls(arch.n_vocab, arch.n_embd, arch.n_head, arch.n_positions, arch.n_layer, p_dropout=0.0)
     return model.eval()
 
 

@@ -97,9 +97,7 @@ def read_results(path: Path) -> tuple[list[CheckRow], dict[str, Any] | None]:
     if path.suffix == ".json":
         payload = json.loads(path.read_text(encoding="utf-8"))
         if payload.get("schema") != SCHEMA:
-            raise ValueError(
-                f"{path}: not an lmgrade checkpoints result (schema {payload.get('schema')!r})"
-            )
+            raise ValueError(f"{path}: not an lmgrade checkpoints result (schema {payload.get('schema')!r})")
         return [_row_from(r) for r in payload["rows"]], payload.get("meta")
     with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
@@ -118,9 +116,7 @@ def merge_results(paths: list[Path]) -> tuple[list[CheckRow], dict[str, Any]]:
         part, meta = read_results(path)
         for row in part:
             if row.submission_id in seen:
-                raise ValueError(
-                    f"submission {row.submission_id} is in both {seen[row.submission_id]} and {path}"
-                )
+                raise ValueError(f"submission {row.submission_id} is in both {seen[row.submission_id]} and {path}")
             seen[row.submission_id] = path
         rows += part
         if meta is not None:
@@ -137,10 +133,7 @@ def _check_metas(metas: list[tuple[Path, dict[str, Any]]]) -> dict[str, Any]:
     for key in ("test_tokens_sha256", "settings", "n_submissions_total"):
         for path, meta in metas[1:]:
             if meta.get(key) != first.get(key):
-                raise ValueError(
-                    f"{path} and {first_path} differ in {key}: "
-                    f"{meta.get(key)!r} vs {first.get(key)!r}"
-                )
+                raise ValueError(f"{path} and {first_path} differ in {key}: {meta.get(key)!r} vs {first.get(key)!r}")
     count = int(first.get("shard", "1/1").split("/")[1])
     present = sorted(int(m.get("shard", "1/1").split("/")[0]) for _, m in metas)
     if len(metas) == len(present) and present != list(range(1, count + 1)):

@@ -95,9 +95,7 @@ def run_check(
     else:
         rows = _run_threads(devices, mine, tokens, settings, on_row)
     rows.sort(key=lambda r: r.submission_id)
-    meta = _meta(
-        settings, tokens, devices, len(submissions), len(mine), time.perf_counter() - start
-    )
+    meta = _meta(settings, tokens, devices, len(submissions), len(mine), time.perf_counter() - start)
     return rows, meta
 
 
@@ -128,13 +126,11 @@ def _run_threads(
                     rows.append(row)
                     if on_row is not None:
                         on_row(row)
-        except Exception as err:  # noqa: BLE001  re-raised in the caller below
+        except Exception as err:
             errors.append(err)
 
     workers = [
-        threading.Thread(
-            target=work, args=(d, submissions[i :: len(devices)]), name=f"checkpoint-worker-{i}"
-        )
+        threading.Thread(target=work, args=(d, submissions[i :: len(devices)]), name=f"checkpoint-worker-{i}")
         for i, d in enumerate(devices)
     ]
     try:
@@ -196,8 +192,7 @@ def _run_processes(
                     emails=submission.emails(),
                     sids=submission.sids(),
                     device=devices[i],
-                    error=f"worker {i} on {devices[i]} exited (code {procs[i].exitcode}) "
-                    "before this submission",
+                    error=f"worker {i} on {devices[i]} exited (code {procs[i].exitcode}) before this submission",
                     error_kind="internal",
                     score=settings.fail_points,
                 )

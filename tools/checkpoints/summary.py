@@ -18,9 +18,7 @@ console = Console(highlight=False, width=max(120, shutil.get_terminal_size((120,
 def print_summary(rows: list[CheckRow], threshold: float | None) -> None:
     """A table of the rows (up to 60), the error messages, and the pass/fail/error counts."""
     if len(rows) <= TABLE_ROWS:
-        table = Table(
-            title="checkpoint perplexity" + (f" (pass: < {threshold:g})" if threshold else "")
-        )
+        table = Table(title="checkpoint perplexity" + (f" (pass: < {threshold:g})" if threshold else ""))
         for column in (
             "submission",
             "students",
@@ -54,12 +52,7 @@ def print_summary(rows: list[CheckRow], threshold: float | None) -> None:
         console.print(table)
         for row in rows:
             if row.error:
-                console.print(
-                    f"  {row.submission_id} [{row.error_kind}] {row.error}", soft_wrap=True
-                )
+                console.print(f"  {row.submission_id} [{row.error_kind}] {row.error}", soft_wrap=True)
     passed = sum(r.passed for r in rows)
     errors = sum(bool(r.error) for r in rows)
-    console.print(
-        f"{len(rows)} submissions: {passed} passed, {len(rows) - passed - errors} failed, "
-        f"{errors} errors"
-    )
+    console.print(f"{len(rows)} submissions: {passed} passed, {len(rows) - passed - errors} failed, {errors} errors")

@@ -45,13 +45,9 @@ def read_test_tokens(path: Path, key: str | None = None) -> TestTokens:
         raise TestTokensError(f"{path}: test token file not found")
     array, used_key = _read_array(path, key)
     if array.ndim != 1 or array.size < 2:
-        raise TestTokensError(
-            f"{path}[{used_key}]: expected a 1-D array of >= 2 token ids, got shape {array.shape}"
-        )
+        raise TestTokensError(f"{path}[{used_key}]: expected a 1-D array of >= 2 token ids, got shape {array.shape}")
     if not np.issubdtype(array.dtype, np.integer):
-        raise TestTokensError(
-            f"{path}[{used_key}]: token ids have dtype {array.dtype}, not integer"
-        )
+        raise TestTokensError(f"{path}[{used_key}]: token ids have dtype {array.dtype}, not integer")
     ids = array.astype(np.int64)
     if ids.min() < 0:
         raise TestTokensError(f"{path}[{used_key}]: negative token id {ids.min()}")

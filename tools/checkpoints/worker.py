@@ -55,9 +55,7 @@ def worker_rows(
         max_token_id=tokens.max_id,
     )
     try:
-        for submission, loaded in Prefetcher(
-            submissions, settings.variants, limits, settings.prefetch
-        ):
+        for submission, loaded in Prefetcher(submissions, settings.variants, limits, settings.prefetch):
             row = evaluator.row(submission, loaded)
             if on_row is not None:
                 on_row(row)
@@ -82,9 +80,7 @@ class Prefetcher:
         self.limits = limits
         self.queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
         self.stop = threading.Event()
-        self.thread = threading.Thread(
-            target=self._produce, name="checkpoint-prefetch", daemon=True
-        )
+        self.thread = threading.Thread(target=self._produce, name="checkpoint-prefetch", daemon=True)
 
     def __iter__(self) -> Iterator[tuple[Submission, LoadedCheckpoint | CheckpointError]]:
         self.thread.start()
@@ -122,10 +118,8 @@ def prepare(
         err.load_seconds = time.perf_counter() - start
         return err
     # one broken submission must not stop the class: anything else becomes an error row too
-    except Exception as err:  # noqa: BLE001
-        wrapped = CheckpointError(
-            submission.folder, f"internal error while loading: {type(err).__name__}: {err}"
-        )
+    except Exception as err:
+        wrapped = CheckpointError(submission.folder, f"internal error while loading: {type(err).__name__}: {err}")
         wrapped.kind = "internal"
         wrapped.load_seconds = time.perf_counter() - start
         return wrapped
@@ -208,9 +202,7 @@ class Evaluator:
         others = [results[v].perplexity for v in results if v != best]
         row.other_variant_perplexity = others[0] if others else None
         if len(probes) > 1 and not others:
-            row.notes = _join(
-                row.notes, "probe mean NLL " + ", ".join(f"{v} {probes[v][0]:.3f}" for v in order)
-            )
+            row.notes = _join(row.notes, "probe mean NLL " + ", ".join(f"{v} {probes[v][0]:.3f}" for v in order))
 
     def _grade(self, row: CheckRow, loaded: LoadedCheckpoint) -> None:
         if row.error:
@@ -252,8 +244,7 @@ def _describe(row: CheckRow, loaded: LoadedCheckpoint) -> None:
 def _describe_study(row: CheckRow, submission: Submission, loaded: LoadedCheckpoint) -> None:
     """Question 2.5's 1e15 budget, from the submission's other YAML files (reported only)."""
     arch = loaded.arch
-    model = {"n_embd": arch.n_embd, "n_head": arch.n_head, "n_positions": arch.n_positions,
-             "n_layer": arch.n_layer}
+    model = {"n_embd": arch.n_embd, "n_head": arch.n_head, "n_positions": arch.n_positions, "n_layer": arch.n_layer}
     study = study_budget(submission.folder, loaded.config.path, model, loaded.budget.flops_per_token)
     row.study_budget, row.study_flops = study.status, study.train_flops
     row.study_config = str(study.path) if study.path else ""

@@ -20,23 +20,70 @@ SPLIT_SIZES = {"train": 192, "validation": 32, "test": 32}
 VOCAB_SIZE = 384
 EOS = "<|endoftext|>"
 
-SUBJECTS = ["the film", "this movie", "the script", "the cast", "the director's latest", "the story",
-            "the sequel", "the documentary", "the ending", "the lead performance", "the soundtrack",
-            "this comedy", "the thriller", "the animation", "the dialogue"]
-GOOD = ["a delight", "warm and funny", "sharp, moving and smart", "beautifully made", "a triumph",
-        "charming from start to finish", "genuinely touching", "clever and lively", "a joy to watch",
-        "tender and wise", "gripping", "wonderfully acted"]
-BAD = ["a mess", "dull and lifeless", "painfully slow", "a tedious bore", "flat and forgettable",
-       "clumsy and loud", "a waste of a fine cast", "muddled", "stale and predictable",
-       "an endurance test", "shrill and empty", "badly written"]
-GOOD_TAILS = ["you will want to see it again", "it earns every laugh", "the best of the year",
-              "a rare pleasure", "worth the ticket", "it stays with you"]
-BAD_TAILS = ["skip it", "it never finds its footing", "the jokes fall flat", "not worth the ticket",
-             "you will check your watch", "it goes nowhere"]
+SUBJECTS = [
+    "the film",
+    "this movie",
+    "the script",
+    "the cast",
+    "the director's latest",
+    "the story",
+    "the sequel",
+    "the documentary",
+    "the ending",
+    "the lead performance",
+    "the soundtrack",
+    "this comedy",
+    "the thriller",
+    "the animation",
+    "the dialogue",
+]
+GOOD = [
+    "a delight",
+    "warm and funny",
+    "sharp, moving and smart",
+    "beautifully made",
+    "a triumph",
+    "charming from start to finish",
+    "genuinely touching",
+    "clever and lively",
+    "a joy to watch",
+    "tender and wise",
+    "gripping",
+    "wonderfully acted",
+]
+BAD = [
+    "a mess",
+    "dull and lifeless",
+    "painfully slow",
+    "a tedious bore",
+    "flat and forgettable",
+    "clumsy and loud",
+    "a waste of a fine cast",
+    "muddled",
+    "stale and predictable",
+    "an endurance test",
+    "shrill and empty",
+    "badly written",
+]
+GOOD_TAILS = [
+    "you will want to see it again",
+    "it earns every laugh",
+    "the best of the year",
+    "a rare pleasure",
+    "worth the ticket",
+    "it stays with you",
+]
+BAD_TAILS = [
+    "skip it",
+    "it never finds its footing",
+    "the jokes fall flat",
+    "not worth the ticket",
+    "you will check your watch",
+    "it goes nowhere",
+]
 LINKS = [" ; ", " , and ", " -- ", " . ", " , but in the end "]
 # the instruction prompt of the reference dataloader.py, so the tokenizer covers it too
-PROMPT_TEXT = ("Classify the sentiment of the following movie review as positive or negative.\n"
-               "Review: {}\nSentiment: {}")
+PROMPT_TEXT = "Classify the sentiment of the following movie review as positive or negative.\nReview: {}\nSentiment: {}"
 
 
 def make_review(rng, label):
@@ -70,8 +117,12 @@ def train_tokenizer(texts):
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=VOCAB_SIZE, special_tokens=[EOS], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB_SIZE,
+        special_tokens=[EOS],
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tokenizer.train_from_iterator(texts, trainer=trainer)
     return tokenizer
 
@@ -83,8 +134,11 @@ def main(out_dir=DEFAULT_OUT):
     for split, records in splits.items():
         with open(os.path.join(data_dir, f"{split}.jsonl"), "w", encoding="utf-8") as f:
             f.writelines(json.dumps(rec) + "\n" for rec in records)
-    texts = [PROMPT_TEXT.format(rec["text"], ("negative", "positive")[rec["label"]])
-             for records in splits.values() for rec in records]
+    texts = [
+        PROMPT_TEXT.format(rec["text"], ("negative", "positive")[rec["label"]])
+        for records in splits.values()
+        for rec in records
+    ]
     train_tokenizer(texts).save(os.path.join(out_dir, "tokenizer.json"))
 
 

@@ -11,10 +11,36 @@ paragraphs, anecdotes, and restaurant reviews in the course's classification tem
 import argparse
 import random
 
-NAMES = ["Maria", "Daniel", "Priya", "Tomas", "Aisha", "Kenji", "Laura", "Samuel", "Nadia", "Oliver",
-         "Grace", "Victor", "Elena", "Marcus", "Hannah", "Ibrahim"]
-PLACES = ["the harbour", "the old market", "the city library", "the train station", "the river bank",
-          "the school", "the town hall", "the museum", "the community garden", "the bridge"]
+NAMES = [
+    "Maria",
+    "Daniel",
+    "Priya",
+    "Tomas",
+    "Aisha",
+    "Kenji",
+    "Laura",
+    "Samuel",
+    "Nadia",
+    "Oliver",
+    "Grace",
+    "Victor",
+    "Elena",
+    "Marcus",
+    "Hannah",
+    "Ibrahim",
+]
+PLACES = [
+    "the harbour",
+    "the old market",
+    "the city library",
+    "the train station",
+    "the river bank",
+    "the school",
+    "the town hall",
+    "the museum",
+    "the community garden",
+    "the bridge",
+]
 TOWNS = ["Millbrook", "Eastvale", "Northfield", "Riverton", "Ashford", "Lakeside", "Westport", "Oakridge"]
 DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
 NEWS_EVENTS = [
@@ -34,10 +60,24 @@ NEWS_QUOTES = [
     "We expect the work to be finished by the end of the month",
     "Nobody was hurt, and that is what matters most",
 ]
-ROLES = ["the mayor", "a spokesperson for the council", "the fire chief", "a local resident",
-         "the head teacher", "a police officer"]
-TASKS = ["bake bread at home", "plant a small garden", "fix a leaking tap", "train for a long run",
-         "write a clear report", "set up a new laptop", "paint a small room", "learn a new language"]
+ROLES = [
+    "the mayor",
+    "a spokesperson for the council",
+    "the fire chief",
+    "a local resident",
+    "the head teacher",
+    "a police officer",
+]
+TASKS = [
+    "bake bread at home",
+    "plant a small garden",
+    "fix a leaking tap",
+    "train for a long run",
+    "write a clear report",
+    "set up a new laptop",
+    "paint a small room",
+    "learn a new language",
+]
 STEPS = [
     "First, gather everything you need and clear a space to work.",
     "Read the instructions twice before you start.",
@@ -66,8 +106,23 @@ STORY_ENDINGS = [
     "By the evening, the whole street had heard the news.",
     "In the end, it was a good day after all.",
 ]
-FOOD = ["pizza", "soup", "noodles", "burger", "salad", "coffee", "tacos", "pasta", "curry", "pancakes",
-        "sandwich", "dessert", "fries", "steak", "sushi"]
+FOOD = [
+    "pizza",
+    "soup",
+    "noodles",
+    "burger",
+    "salad",
+    "coffee",
+    "tacos",
+    "pasta",
+    "curry",
+    "pancakes",
+    "sandwich",
+    "dessert",
+    "fries",
+    "steak",
+    "sushi",
+]
 GOOD_PHRASES = [
     "The {food} was excellent and the staff were friendly.",
     "Great service, fair prices and a really good {food}.",
@@ -92,16 +147,25 @@ LABEL_WORDS = {True: [" positive", " good"], False: [" negative", " bad"]}
 
 def _fill(rng: random.Random, template: str) -> str:
     town, town2 = rng.sample(TOWNS, 2)
-    return template.format(name=rng.choice(NAMES), place=rng.choice(PLACES), town=town, town2=town2,
-                           day=rng.choice(DAYS), food=rng.choice(FOOD), n=rng.randint(2, 900))
+    return template.format(
+        name=rng.choice(NAMES),
+        place=rng.choice(PLACES),
+        town=town,
+        town2=town2,
+        day=rng.choice(DAYS),
+        food=rng.choice(FOOD),
+        n=rng.randint(2, 900),
+    )
 
 
 def news(rng: random.Random) -> str:
     event = _fill(rng, rng.choice(NEWS_EVENTS))
     town, day = rng.choice(TOWNS), rng.choice(DAYS)
     quote, role = rng.choice(NEWS_QUOTES), rng.choice(ROLES)
-    return (f"Residents of {town} said on {day} that {event}. "
-            f'"{quote}," said {role}. More details are expected later this week.')
+    return (
+        f"Residents of {town} said on {day} that {event}. "
+        f'"{quote}," said {role}. More details are expected later this week.'
+    )
 
 
 def how_to(rng: random.Random) -> str:

@@ -95,9 +95,7 @@ def study_budget(
     if not candidates:
         detail = ""
         if without_fields:
-            detail = (
-                f" ({', '.join(_rel(p, folder) for p in without_fields[:3])} lacks training fields)"
-            )
+            detail = f" ({', '.join(_rel(p, folder) for p in without_fields[:3])} lacks training fields)"
         elif unreadable:
             detail = f" (unreadable: {'; '.join(unreadable[:2])})"
         return StudyBudget(
@@ -126,12 +124,7 @@ def _yaml_files(folder: Path) -> list[Path]:
     for pattern in ("*.yaml", "*.yml"):
         for path in folder.rglob(pattern):
             rel = path.relative_to(folder)
-            if (
-                len(rel.parts) > MAX_DEPTH
-                or "__MACOSX" in rel.parts
-                or path.is_symlink()
-                or not path.is_file()
-            ):
+            if len(rel.parts) > MAX_DEPTH or "__MACOSX" in rel.parts or path.is_symlink() or not path.is_file():
                 continue
             found.append(path)
     return sorted(found, key=lambda p: (len(p.parts), str(p)))[:MAX_FILES]

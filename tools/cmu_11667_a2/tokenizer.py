@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 
 import tiktoken
+
 from grader import project_root
 
 FIXTURE_DIR = project_root() / "fixtures" / "cmu_11667_a2" / "tokenizer"
@@ -37,10 +38,8 @@ REQUIRED_TOKENS = [" positive", " negative", " good", " bad"]
 VOCAB_SIZE = 1000  # mergeable tokens; <|endoftext|> comes after them
 
 GPT2_FILES = {  # tiktoken's download URLs for gpt2 and the sha256 of their contents
-    "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe":
-        "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
-    "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json":
-        "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
+    "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe": "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",  # noqa: E501
+    "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json": "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",  # noqa: E501
 }
 
 
@@ -68,7 +67,9 @@ def train_ranks(text: str, vocab_size: int = VOCAB_SIZE) -> dict[bytes, int]:
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, min_frequency=2, show_progress=False,
+        vocab_size=vocab_size,
+        min_frequency=2,
+        show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tokenizer.train_from_iterator(text.split("\n\n"), trainer)

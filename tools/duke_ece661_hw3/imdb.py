@@ -9,25 +9,125 @@ epochs (see `tools/duke_ece661_hw3/README.md` for the measured accuracy).
 
     python -m tools.duke_ece661_hw3.imdb OUT.csv [--rows 6000] [--seed 0]
 """
+
 import argparse
 import csv
 import random
 
-POSITIVE = ["great", "wonderful", "brilliant", "superb", "moving", "delightful", "excellent",
-            "charming", "beautiful", "masterful", "gripping", "hilarious", "touching", "stunning",
-            "memorable", "enjoyable", "fantastic", "clever", "heartfelt", "perfect"]
-NEGATIVE = ["awful", "boring", "terrible", "dull", "clumsy", "tedious", "weak", "horrible",
-            "bland", "predictable", "annoying", "pointless", "forgettable", "messy", "lifeless",
-            "poor", "wasted", "stupid", "painful", "worst"]
-NOUNS = ["movie", "film", "plot", "acting", "cast", "director", "story", "script", "ending",
-         "music", "camera work", "dialogue", "lead actor", "lead actress", "sequel", "screenplay",
-         "soundtrack", "pacing", "effects", "villain", "romance", "twist", "finale", "score"]
-NAMES = ["Walsh", "Moreno", "Okafor", "Lindqvist", "Tanaka", "Dubois", "Kowalski", "Brennan",
-         "Haddad", "Novak", "Castillo", "Fischer", "Mensah", "Ivanova", "Quinn", "Sato"]
-GENRES = ["western", "thriller", "comedy", "drama", "horror film", "musical", "war film",
-          "documentary", "romance", "mystery", "cartoon", "biopic"]
-PEOPLE = ["my brother", "my wife", "a friend", "my parents", "my roommate", "the kids",
-          "my husband", "a coworker", "my sister", "my uncle"]
+POSITIVE = [
+    "great",
+    "wonderful",
+    "brilliant",
+    "superb",
+    "moving",
+    "delightful",
+    "excellent",
+    "charming",
+    "beautiful",
+    "masterful",
+    "gripping",
+    "hilarious",
+    "touching",
+    "stunning",
+    "memorable",
+    "enjoyable",
+    "fantastic",
+    "clever",
+    "heartfelt",
+    "perfect",
+]
+NEGATIVE = [
+    "awful",
+    "boring",
+    "terrible",
+    "dull",
+    "clumsy",
+    "tedious",
+    "weak",
+    "horrible",
+    "bland",
+    "predictable",
+    "annoying",
+    "pointless",
+    "forgettable",
+    "messy",
+    "lifeless",
+    "poor",
+    "wasted",
+    "stupid",
+    "painful",
+    "worst",
+]
+NOUNS = [
+    "movie",
+    "film",
+    "plot",
+    "acting",
+    "cast",
+    "director",
+    "story",
+    "script",
+    "ending",
+    "music",
+    "camera work",
+    "dialogue",
+    "lead actor",
+    "lead actress",
+    "sequel",
+    "screenplay",
+    "soundtrack",
+    "pacing",
+    "effects",
+    "villain",
+    "romance",
+    "twist",
+    "finale",
+    "score",
+]
+NAMES = [
+    "Walsh",
+    "Moreno",
+    "Okafor",
+    "Lindqvist",
+    "Tanaka",
+    "Dubois",
+    "Kowalski",
+    "Brennan",
+    "Haddad",
+    "Novak",
+    "Castillo",
+    "Fischer",
+    "Mensah",
+    "Ivanova",
+    "Quinn",
+    "Sato",
+]
+GENRES = [
+    "western",
+    "thriller",
+    "comedy",
+    "drama",
+    "horror film",
+    "musical",
+    "war film",
+    "documentary",
+    "romance",
+    "mystery",
+    "cartoon",
+    "biopic",
+]
+PEOPLE = [
+    "my brother",
+    "my wife",
+    "a friend",
+    "my parents",
+    "my roommate",
+    "the kids",
+    "my husband",
+    "a coworker",
+    "my sister",
+    "my uncle",
+]
 OPINION = [
     "The {noun} was {adj}.",
     "I found the {noun} {adj} and the {noun2} {adj2}.",
@@ -48,10 +148,26 @@ NEUTRAL = [
     "There is a long scene at a train station near the end.",
     "It is based on a novel from the {decade}s.",
 ]
-ROLES = ["detective", "teacher", "sheriff", "doctor", "pilot", "singer", "soldier", "farmer",
-         "journalist", "lawyer", "thief", "priest"]
-VERDICT = ["In short, {adj} and {adj2}.", "My verdict: {adj}, {adj2}.", "Simply {adj}.",
-           "All in all {adj} and {adj2}, {adj}."]
+ROLES = [
+    "detective",
+    "teacher",
+    "sheriff",
+    "doctor",
+    "pilot",
+    "singer",
+    "soldier",
+    "farmer",
+    "journalist",
+    "lawyer",
+    "thief",
+    "priest",
+]
+VERDICT = [
+    "In short, {adj} and {adj2}.",
+    "My verdict: {adj}, {adj2}.",
+    "Simply {adj}.",
+    "All in all {adj} and {adj2}, {adj}.",
+]
 DAYS = ["Monday", "Tuesday", "Friday", "Saturday", "Sunday"]
 
 
@@ -71,23 +187,31 @@ def review(rng: random.Random, positive: bool, agree: float = 0.8) -> str:
             template, fill = rng.choice(NEUTRAL), {}
         sentences.append(_fill(rng, template, fill))
     verdict = POSITIVE if positive else NEGATIVE
-    sentences.append(_fill(rng, rng.choice(VERDICT),
-                           {"adj": rng.choice(verdict), "adj2": rng.choice(verdict)}))
+    sentences.append(_fill(rng, rng.choice(VERDICT), {"adj": rng.choice(verdict), "adj2": rng.choice(verdict)}))
     text = " ".join(s[0].upper() + s[1:] for s in sentences)
     if rng.random() < 0.3:  # the real file keeps the HTML line breaks of the reviews
         cut = text.find(". ", len(text) // 2)
         if cut > 0:
-            text = text[:cut + 1] + "<br /><br />" + text[cut + 2:]
+            text = text[: cut + 1] + "<br /><br />" + text[cut + 2 :]
     return text
 
 
 def _fill(rng: random.Random, template: str, fill: dict) -> str:
     return template.format(
-        noun=rng.choice(NOUNS), noun2=rng.choice(NOUNS), name=rng.choice(NAMES),
-        name2=rng.choice(NAMES), role=rng.choice(ROLES), role2=rng.choice(ROLES),
-        genre=rng.choice(GENRES), person=rng.choice(PEOPLE), day=rng.choice(DAYS),
-        minutes=rng.randint(80, 180), year=rng.randint(1950, 2019),
-        decade=rng.choice([1920, 1950, 1970, 1990]), **fill)
+        noun=rng.choice(NOUNS),
+        noun2=rng.choice(NOUNS),
+        name=rng.choice(NAMES),
+        name2=rng.choice(NAMES),
+        role=rng.choice(ROLES),
+        role2=rng.choice(ROLES),
+        genre=rng.choice(GENRES),
+        person=rng.choice(PEOPLE),
+        day=rng.choice(DAYS),
+        minutes=rng.randint(80, 180),
+        year=rng.randint(1950, 2019),
+        decade=rng.choice([1920, 1950, 1970, 1990]),
+        **fill,
+    )
 
 
 def write_imdb_csv(path, rows: int = 6000, seed: int = 0) -> None:

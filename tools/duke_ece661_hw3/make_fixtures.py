@@ -5,13 +5,14 @@
 Writes `IMDBDataset.csv` (Lab 1), `wikitext-2-raw/wiki.{train,valid,test}.raw` and `tiny-gpt2/`
 (Lab 2), all deterministic for the default seeds; a second run rewrites identical bytes.
 """
+
 import argparse
 from pathlib import Path
 
+from grader import project_root
 from tools.duke_ece661_hw3.imdb import write_imdb_csv
 from tools.duke_ece661_hw3.tiny_gpt2 import write_tiny_gpt2
 from tools.duke_ece661_hw3.wikitext import write_wikitext
-from grader import project_root
 
 DEFAULT_ROOT = project_root() / "fixtures" / "duke_ece661_hw3"
 

@@ -5,6 +5,7 @@
 The rubric's `notebooks:` map says which notebook comes from which source; `lmgrade template`
 does the same for the student template (after stripping the solution markers).
 """
+
 import argparse
 import sys
 from pathlib import Path
@@ -12,8 +13,8 @@ from pathlib import Path
 import nbformat
 import yaml
 
-from grader.notebook import py_to_notebook
 from grader import project_root
+from grader.notebook import py_to_notebook
 
 ROOT = project_root()
 ASSIGNMENT = "duke_ece661_hw3"

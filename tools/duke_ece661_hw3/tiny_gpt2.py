@@ -8,6 +8,7 @@ bos/eos/unk like GPT-2) learned with `tokenizers` on the synthetic WikiText trai
 
     python -m tools.duke_ece661_hw3.tiny_gpt2 OUT_DIR --text wiki.train.raw [--seed 0]
 """
+
 import argparse
 from pathlib import Path
 
@@ -22,9 +23,12 @@ def train_tokenizer(text_files, vocab_size: int = 512):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOT],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[EOT],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train([str(f) for f in text_files], trainer)
     return tok
 
@@ -35,8 +39,9 @@ def write_tiny_gpt2(out_dir, text_files, seed: int = 0) -> None:
     from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
 
     out_dir = Path(out_dir)
-    tokenizer = GPT2TokenizerFast(tokenizer_object=train_tokenizer(text_files),
-                                  bos_token=EOT, eos_token=EOT, unk_token=EOT)
+    tokenizer = GPT2TokenizerFast(
+        tokenizer_object=train_tokenizer(text_files), bos_token=EOT, eos_token=EOT, unk_token=EOT
+    )
     eot = tokenizer.convert_tokens_to_ids(EOT)
     config = GPT2Config(vocab_size=len(tokenizer), bos_token_id=eot, eos_token_id=eot, **CONFIG)
     torch.manual_seed(seed)

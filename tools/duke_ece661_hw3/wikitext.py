@@ -8,20 +8,77 @@ WikiText's `@-@` / `@,@` / `@.@` escapes inside words and numbers. All text is m
 
     python -m tools.duke_ece661_hw3.wikitext OUT_DIR [--seed 0]
 """
+
 import argparse
 import random
 from pathlib import Path
 
-PLACES = ["Harrowgate", "Lindale", "Port Ewan", "Kesterby", "Marrow Fen", "Aldwick", "Tarnholm",
-          "Brackenridge", "Saltcombe", "Ormsby", "Vellmoor", "Quenby"]
-PEOPLE = ["Edith Carrow", "Tomas Vell", "Anika Ross", "Hugo Marsh", "Ines Calder", "Rowan Pike",
-          "Mira Oduya", "Felix Brandt", "Ada Winslow", "Jonah Reyes", "Clara Nyberg", "Omar Haddad"]
-THINGS = ["lighthouse", "railway station", "abbey", "bridge", "canal", "market hall", "mill",
-          "observatory", "harbour", "castle", "library", "theatre"]
-ROLES = ["engineer", "architect", "painter", "historian", "merchant", "composer", "botanist",
-         "mayor", "sailor", "teacher"]
-SECTIONS = ["History", "Construction", "Geography", "Early life", "Career", "Reception",
-            "Legacy", "Design", "Later years", "Description"]
+PLACES = [
+    "Harrowgate",
+    "Lindale",
+    "Port Ewan",
+    "Kesterby",
+    "Marrow Fen",
+    "Aldwick",
+    "Tarnholm",
+    "Brackenridge",
+    "Saltcombe",
+    "Ormsby",
+    "Vellmoor",
+    "Quenby",
+]
+PEOPLE = [
+    "Edith Carrow",
+    "Tomas Vell",
+    "Anika Ross",
+    "Hugo Marsh",
+    "Ines Calder",
+    "Rowan Pike",
+    "Mira Oduya",
+    "Felix Brandt",
+    "Ada Winslow",
+    "Jonah Reyes",
+    "Clara Nyberg",
+    "Omar Haddad",
+]
+THINGS = [
+    "lighthouse",
+    "railway station",
+    "abbey",
+    "bridge",
+    "canal",
+    "market hall",
+    "mill",
+    "observatory",
+    "harbour",
+    "castle",
+    "library",
+    "theatre",
+]
+ROLES = [
+    "engineer",
+    "architect",
+    "painter",
+    "historian",
+    "merchant",
+    "composer",
+    "botanist",
+    "mayor",
+    "sailor",
+    "teacher",
+]
+SECTIONS = [
+    "History",
+    "Construction",
+    "Geography",
+    "Early life",
+    "Career",
+    "Reception",
+    "Legacy",
+    "Design",
+    "Later years",
+    "Description",
+]
 SENTENCES = [
     "The {thing} at {place} was completed in {year} after {n} years of work .",
     "{person} was born in {place} in {year} , the {ord} of {n} children .",
@@ -32,7 +89,7 @@ SENTENCES = [
     "The population of {place} grew from {n} @,@ {m}00 in {year} to {n2} @,@ {m2}00 in {year2} .",
     "{person} 's work on the {thing} was praised by the council and the public .",
     "The {thing} closed in {year} and reopened as a museum in {year2} .",
-    "Critics called the building \" plain but well made \" , and it became a listed site .",
+    'Critics called the building " plain but well made " , and it became a listed site .',
     "The road to {place2} follows the old canal for {n} @.@ {m} kilometres .",
     "During the war the {thing} served as a store for grain and later as a school .",
     "{person} retired to {place2} in {year} and died there {n} years later .",
@@ -46,10 +103,19 @@ ORDINALS = ["first", "second", "third", "fourth", "fifth"]
 def _sentence(rng: random.Random) -> str:
     year = rng.randint(1780, 1990)
     return rng.choice(SENTENCES).format(
-        thing=rng.choice(THINGS), place=rng.choice(PLACES), place2=rng.choice(PLACES),
-        person=rng.choice(PEOPLE), role=rng.choice(ROLES), ord=rng.choice(ORDINALS),
-        year=year, year2=year + rng.randint(5, 60), n=rng.randint(2, 9), n2=rng.randint(10, 40),
-        m=rng.randint(1, 9), m2=rng.randint(1, 9))
+        thing=rng.choice(THINGS),
+        place=rng.choice(PLACES),
+        place2=rng.choice(PLACES),
+        person=rng.choice(PEOPLE),
+        role=rng.choice(ROLES),
+        ord=rng.choice(ORDINALS),
+        year=year,
+        year2=year + rng.randint(5, 60),
+        n=rng.randint(2, 9),
+        n2=rng.randint(10, 40),
+        m=rng.randint(1, 9),
+        m2=rng.randint(1, 9),
+    )
 
 
 def article(rng: random.Random) -> list[str]:
@@ -74,7 +140,8 @@ def write_wikitext(out_dir, seed: int = 0, articles=(40, 8, 8)) -> None:
     for split, count in zip(("train", "valid", "test"), articles):
         lines = [line for _ in range(count) for line in article(rng)]
         (out_dir / f"wiki.{split}.raw").write_text(
-            "".join(line + "\n" if line else " \n" for line in lines), encoding="utf-8")
+            "".join(line + "\n" if line else " \n" for line in lines), encoding="utf-8"
+        )
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ Keeps the first whole documents of each split up to a token budget, in the same 
 
     python -m tools.mila_ift6135_a2.make_data_slice /path/to/wikitext2_gpt1 fixtures/mila_ift6135_a2/data
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,8 +23,9 @@ def slice_split(source: Path, target: Path, split: str, budget: int) -> tuple[in
     ends = np.cumsum(sizes)
     documents = int(np.searchsorted(ends, budget, side="right"))  # whole documents only
     kept = tokens[: ends[documents - 1]]
-    np.savez_compressed(target / f"wiki.{split}.npz", tokens=kept.astype(np.uint16),
-                        sizes=sizes[:documents].astype(np.int64))
+    np.savez_compressed(
+        target / f"wiki.{split}.npz", tokens=kept.astype(np.uint16), sizes=sizes[:documents].astype(np.int64)
+    )
     return documents, kept.size
 
 

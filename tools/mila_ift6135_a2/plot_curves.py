@@ -9,6 +9,7 @@ one PNG: train and validation perplexity over epochs, and over wall-clock time.
 `run_demo(out_dir)` trains one small configuration for two short epochs on the fixture's
 Wikitext-2 slice and plots it (used by `lmgrade demo`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,6 +18,7 @@ import subprocess
 import sys
 from itertools import accumulate
 from pathlib import Path
+
 from grader import project_root
 
 ROOT = project_root()
@@ -24,16 +26,40 @@ REFERENCE = ROOT / "reference" / "mila_ift6135_a2"
 DATA = ROOT / "fixtures" / "mila_ift6135_a2" / "data"
 PER_EPOCH = ("train_ppls", "valid_ppls", "train_times", "valid_times")
 # The course's per-metric text files, for runs logged by the original save_logs.
-TEXT_FILES = {"train_ppls": "train_ppl.txt", "valid_ppls": "valid_ppl.txt",
-              "train_times": "train_time.txt", "valid_times": "valid_time.txt"}
+TEXT_FILES = {
+    "train_ppls": "train_ppl.txt",
+    "valid_ppls": "valid_ppl.txt",
+    "train_times": "train_time.txt",
+    "valid_times": "valid_time.txt",
+}
 
 # A quick CPU version of configuration 2 (LSTM, 1 layer, AdamW) on random embeddings.
 DEMO_ARGS = [
-    "--config", "2", "--lr", "1e-2",
-    "--random_embeddings", "--embedding_size", "32", "--hidden_size", "32",
-    "--max_length", "32", "--batch_size", "4", "--epochs", "2",
-    "--max_steps", "6", "--max_eval_steps", "2",
-    "--device", "cpu", "--num_workers", "0", "--print_every", "1000",
+    "--config",
+    "2",
+    "--lr",
+    "1e-2",
+    "--random_embeddings",
+    "--embedding_size",
+    "32",
+    "--hidden_size",
+    "32",
+    "--max_length",
+    "32",
+    "--batch_size",
+    "4",
+    "--epochs",
+    "2",
+    "--max_steps",
+    "6",
+    "--max_eval_steps",
+    "2",
+    "--device",
+    "cpu",
+    "--num_workers",
+    "0",
+    "--print_every",
+    "1000",
 ]
 
 
@@ -108,14 +134,26 @@ def run_demo(out_dir) -> Path:
     """Train a small configuration 2 for two short epochs on the fixture data; plot it."""
     out_dir = Path(out_dir).resolve()
     log_dir = out_dir / "logs"
-    command = [sys.executable, "run_exp.py", *DEMO_ARGS, "--data_folder", str(DATA),
-               "--log_dir", str(log_dir), "--exp_id", "demo_config2"]
+    command = [
+        sys.executable,
+        "run_exp.py",
+        *DEMO_ARGS,
+        "--data_folder",
+        str(DATA),
+        "--log_dir",
+        str(log_dir),
+        "--exp_id",
+        "demo_config2",
+    ]
     # run_exp.py imports its neighbours by name (lstm_solution, utils): run it in its folder.
     result = subprocess.run(command, check=False, cwd=REFERENCE, capture_output=True, text=True, timeout=300)
     if result.returncode != 0:
         raise RuntimeError(f"run_exp.py failed ({result.returncode}):\n{result.stderr[-2000:]}")
-    return plot_curves([log_dir / "demo_config2"], out_dir / "learning_curves.png",
-                       title="IFT6135 A2 demo: small LSTM, AdamW, Wikitext-2 slice")
+    return plot_curves(
+        [log_dir / "demo_config2"],
+        out_dir / "learning_curves.png",
+        title="IFT6135 A2 demo: small LSTM, AdamW, Wikitext-2 slice",
+    )
 
 
 def main(argv=None) -> int:
