@@ -9,10 +9,10 @@ graded once and share the result, so identical code always gets the identical gr
 
 Written to the output folder:
 
-* ``grades.csv``: the detailed file, one row per submission (students, emails, ids, status,
+* ``grades-detailed.csv``: one row per submission (students, emails, ids, status,
   score, points per question, the submission it is identical to, and notes: never empty for a
   submission that lost points to staging, such as a syntax error or a missing file);
-* ``gradescope_grades.csv``: Gradescope's import format, one row per student (a group's members
+* ``grades.csv``: Gradescope's import format (upload it as it is), one row per student (a group's members
   each get the group's score): ``Name, SID, Email, Total Score`` and one column per question of
   the rubric, named as Gradescope names them (``1: ops.py (10.0 pts)``); a submission that was
   not graded has empty scores, so an upload leaves that student's grade alone;
@@ -82,14 +82,15 @@ MAX_YAML_ALIASES = 100  # Gradescope's metadata uses none
 MAX_YAML_NODES = 2_000_000  # values read once aliases are expanded (an alias bomb expands to billions)
 MAX_SIMILARITY_FILE_CHARS = 512 * 1024  # a file past this is left out of the similarity report
 SIMILARITY_TIME_LIMIT = 600.0  # seconds for all pairs; the report says if it stopped early
-GRADESCOPE_CSV = "gradescope_grades.csv"
+GRADESCOPE_CSV = "grades.csv"  # Gradescope's import format: the file to upload
+DETAILED_CSV = "grades-detailed.csv"  # one row per submission, with status, ids and notes
 STATE_FILE = "batch-state.json"  # what finished, by content hash: `--resume` reads it
 STATE_REPORTS = ".batch-state"  # the finished reports themselves, one file per content hash
 STATE_VERSION = 1
 NOT_GRADED = "not graded: batch was interrupted"
 # what a batch writes into its output folder: `--force` removes these, and only these
 OUTPUTS = (
-    "grades.csv",
+    DETAILED_CSV,
     GRADESCOPE_CSV,
     "report.html",
     "similarity.csv",
@@ -485,7 +486,7 @@ def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "submission"
 
 
-# -- grades.csv -----------------------------------------------------------------------------------
+# -- the grade files: detailed, and Gradescope's import format --------------------------------
 
 
 def write_grades_csv(assignment: Assignment, rows: list[Row], path: Path) -> Path:
@@ -905,7 +906,7 @@ def run_batch(
     console=None,
     warm: bool = True,
 ) -> BatchResult:
-    """Grade an export, then write grades.csv, results/, report.html and similarity.csv into ``out``.
+    """Grade an export, then write the grade files, results/, report.html and similarity.csv into ``out``.
 
     An ``out`` that already holds files is refused unless ``resume`` (grade only what the batch
     state there does not have) or ``force`` (grade everything again, replacing the batch's files).
@@ -957,7 +958,7 @@ def run_batch(
                 assignment, submissions, out / "results", jobs, dedupe, budget, progress, stop, state, warm
             )
         state.save(interrupted=stop.requested)
-        grades = write_grades_csv(assignment, rows, out / "grades.csv")  # first: the grades matter most
+        grades = write_grades_csv(assignment, rows, out / DETAILED_CSV)  # first: the grades matter most
         write_gradescope_csv(assignment, rows, out / GRADESCOPE_CSV)
         if stop.requested:  # the TA asked to stop: no minutes of similarity now, it comes with --resume
             pairs, similarity_error = [], "not computed: the batch was interrupted (it is with --resume)"
@@ -1209,16 +1210,16 @@ def add_parsers(subparsers) -> None:
 
     p = subparsers.add_parser(
         "batch",
-        help="grade a Gradescope export in parallel: grades.csv, report.html, similarity",
+        help="grade a Gradescope export in parallel: grades.csv to upload, report.html, similarity",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Grade every submission of a Gradescope 'Export Submissions' folder or zip\n"
         f"({METADATA_FILE} beside submission_<id>/ folders), or of a plain folder with one\n"
         "folder per student, N at a time. A submission that cannot be graded becomes an\n"
         "error row; the batch goes on. Identical submissions are graded once. Writes into OUT:\n"
-        "  grades.csv         student, email, sid, submission id, score, points per question,\n"
-        "                     notes (why points were lost to staging, why not graded)\n"
-        f"  {GRADESCOPE_CSV}  Gradescope's import format: Name, SID, Email, Total Score,\n"
-        "                     one column per question\n"
+        f"  {GRADESCOPE_CSV}         Gradescope's import format: Name, SID, Email, Total Score,\n"
+        "                     one column per question (upload it as it is)\n"
+        f"  {DETAILED_CSV} student, email, sid, submission id, status, score, points per\n"
+        "                     question, notes (why points were lost to staging, why not graded)\n"
         "  results/<id>.json  the results.json Gradescope would have received\n"
         "  report.html        score histogram, pass rate per test, most common failures,\n"
         "                     the most similar pairs (figures/ beside it)\n"
@@ -1353,7 +1354,7 @@ def cmd_batch(args) -> int:
     if result.interrupted:
         print(  # noqa: T201
             f"interrupted ({result.interrupted}): {result.missing} submission(s) not graded, marked "
-            f"'not graded' in grades.csv; run the same command with --resume to grade them"
+            f"'not graded' in {DETAILED_CSV}; run the same command with --resume to grade them"
         )
     out = result.grades_csv.parent
     print(  # noqa: T201

@@ -2,7 +2,7 @@
 
 Grading the 40 submissions is the expensive part (10 distinct gradings once duplicates are
 shared), so one test runs the batch, through the command line as a TA would, and checks
-everything it wrote in the order a TA would look at it: grades.csv, the results files,
+everything it wrote in the order a TA would look at it: the grade files, the results files,
 report.html, the similarity report. (A module-scoped fixture would be set up once per xdist
 worker, i.e. twice.) The other tests here neither grade nor need the toy assignment.
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from grader.batch import load_metadata, read_export, unpack_export
+from grader.batch import DETAILED_CSV, load_metadata, read_export, unpack_export
 from grader.mutants import list_mutants, load_variants, materialise
 from grader.results import validate
 
@@ -103,7 +103,7 @@ def _write_export(base: Path, write) -> tuple[Path, dict[str, str]]:
 
 
 def _grades(out: Path) -> dict[str, dict]:
-    with open(out / "grades.csv", newline="") as f:
+    with open(out / DETAILED_CSV, newline="") as f:
         return {row["submission_id"]: row for row in csv.DictReader(f)}
 
 
@@ -135,7 +135,7 @@ def test_batch_grades_a_gradescope_export_of_40_submissions(toy, toy_root, share
     with open(out / "similarity.csv", newline="") as f:
         pairs = list(csv.DictReader(f))
 
-    # grades.csv: one row per submission, right score, points per question adding up.
+    # grades-detailed.csv: one row per submission, right score, points per question adding up.
     assert list(rows) == list(kinds)  # in the metadata's order
     q_columns = [f"Q{q.number} ({q.points:g})" for q in toy.questions]
     mutant_scores: dict[str, set[float]] = {}

@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from grader.batch import GRADESCOPE_CSV, run_batch
+from grader.batch import DETAILED_CSV, GRADESCOPE_CSV, run_batch
 
 METADATA = """\
 submission_1:
@@ -84,7 +84,7 @@ def test_gradescope_csv_and_staging_notes(toy, shared_tmp):
     for sid in ("9003", "9004", "9005"):
         assert by_sid[sid]["Total Score"] == "0", by_sid[sid]
 
-    _, rows = _read(out / "grades.csv")
+    _, rows = _read(out / DETAILED_CSV)
     detail = {r["submission_id"]: r for r in rows}
     syntax, nofile = detail["submission_2"], detail["submission_3"]
     assert syntax["status"] == "graded" and syntax["score"] == "0"

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 import grader.runner
-from grader.batch import NOT_GRADED, STATE_FILE
+from grader.batch import DETAILED_CSV, NOT_GRADED, STATE_FILE
 from grader.mutants import list_mutants, materialise
 
 # 12 submissions, 5 distinct stagings: what gets graded is the distinct ones
@@ -58,7 +58,7 @@ def _export(toy, base: Path) -> Path:
 
 
 def _rows(out: Path) -> list[dict]:
-    with open(out / "grades.csv", newline="") as f:
+    with open(out / DETAILED_CSV, newline="") as f:
         return list(csv.DictReader(f))
 
 
@@ -179,7 +179,7 @@ def test_an_interrupted_batch_writes_what_finished_and_resumes_to_the_same_grade
     assert again.returncode == 2 and again.stderr.strip().count("\n") == 0, again.stderr
     assert "is not empty: give --resume" in again.stderr and _state(out) == state
 
-    # 4. --resume grades only the rest; the final grades.csv is the uninterrupted run's.
+    # 4. --resume grades only the rest; the final grade file is the uninterrupted run's.
     kept = {p.name: p.stat().st_mtime_ns for p in (out / "results").iterdir()}
     count_gradings.clear()
     assert main(["batch", "toy", str(export), "-o", str(out), "--jobs", "1", "--resume"]) == 0

@@ -16,7 +16,7 @@ import pytest
 
 pytest.importorskip("submitit")
 
-from grader.batch import GRADESCOPE_CSV, STATE_FILE
+from grader.batch import DETAILED_CSV, GRADESCOPE_CSV, STATE_FILE
 from grader.cluster import ClusterError, ClusterOptions, run_array
 
 
@@ -76,7 +76,7 @@ def test_batch_on_slurm_through_submitit_local_writes_the_local_paths_files(
         == 0
     )
     capsys.readouterr()
-    for name in ("grades.csv", GRADESCOPE_CSV):
+    for name in (DETAILED_CSV, GRADESCOPE_CSV):
         assert _csv(out / name) == _csv(base / "local" / name), name
     shards = sorted(p.name for p in (out / "submitit").glob("shard-*.json"))
     assert shards == [
