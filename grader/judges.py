@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,6 +73,11 @@ class _Missing(Exception):
 Rule = Callable[[Evidence], "list[str] | str | None"]
 _GENERIC: dict[str, Rule] = {}
 _REGISTRY_STACK: list[dict[str, Rule]] = [_GENERIC]
+# A suite's judges.py registers its rules into the top of the stack while it executes: two threads
+# loading at once (a batch grades several submissions in threads) would register into each other's
+# book. Loading is serialised, and each file's book kept while the file is unchanged.
+_LOAD_LOCK = threading.Lock()
+_LOADED: dict[tuple[str, int, int], dict[str, Rule]] = {}
 
 
 def rule(name: str) -> Callable[[Rule], Rule]:
@@ -115,6 +121,15 @@ def load_rulebook(suite_dir: Path | None) -> RuleBook:
     path = Path(suite_dir) / "judges.py" if suite_dir is not None else None
     if path is None or not path.is_file():
         return RuleBook()
+    st = path.stat()
+    key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
+    with _LOAD_LOCK:
+        if key not in _LOADED:
+            _LOADED[key] = _exec_judges(path)
+        return RuleBook(dict(_LOADED[key]))
+
+
+def _exec_judges(path: Path) -> dict[str, Rule]:
     extra: dict[str, Rule] = {}
     had_torch = "torch" in sys.modules
     name = f"_lmgrade_judges_{abs(hash(str(path.resolve())))}"
@@ -129,7 +144,7 @@ def load_rulebook(suite_dir: Path | None) -> RuleBook:
         _REGISTRY_STACK.pop()
     if not had_torch and "torch" in sys.modules:
         raise JudgeError(f"{path} imports torch: the grading parent's rules use numpy only")
-    return RuleBook(extra)
+    return extra
 
 
 # -- helpers for rules ----------------------------------------------------------------------------
