@@ -1159,18 +1159,9 @@ def check_zip(zf: zipfile.ZipFile, name: Path) -> None:
 def _grade_with_progress(
     assignment, submissions, results_dir, jobs, dedupe, budget, progress, stop=None, state=None, warm: bool = True
 ) -> list[Row]:
+    options = {"jobs": jobs, "dedupe": dedupe, "budget": budget, "stop": stop, "state": state, "warm": warm}
     if not progress:
-        return grade_all(
-            assignment,
-            submissions,
-            results_dir,
-            jobs=jobs,
-            dedupe=dedupe,
-            budget=budget,
-            stop=stop,
-            state=state,
-            warm=warm,
-        )
+        return grade_all(assignment, submissions, results_dir, **options)
     from rich import progress as rp
 
     columns = (
@@ -1188,18 +1179,7 @@ def _grade_with_progress(
             kept = " (from the earlier run)" if row.resumed else ""
             bar.update(task, advance=1, description=f"{row.submission.id}: {score}{kept}")
 
-        return grade_all(
-            assignment,
-            submissions,
-            results_dir,
-            jobs=jobs,
-            dedupe=dedupe,
-            budget=budget,
-            on_done=done,
-            stop=stop,
-            state=state,
-            warm=warm,
-        )
+        return grade_all(assignment, submissions, results_dir, on_done=done, **options)
 
 
 # -- command line ---------------------------------------------------------------------------------
