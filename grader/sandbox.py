@@ -383,18 +383,36 @@ def _setrlimit(which: int, value: int) -> None:
 
 
 def _proc_table() -> dict[int, tuple[int, int, int]]:
-    """pid -> (parent pid, session id, uid) for every process we can see."""
+    """pid -> (parent pid, session id, uid) for every live process we can see.
+
+    Zombies are left out: they run nothing and a signal cannot remove them, so counting them
+    made every kill loop spin to its limit. Orphans of a run are re-parented to this (subreaper)
+    process, so their zombies are ours to reap: any child of ours in another session that is not
+    a keeper (keepers and warm servers are reaped by their owners) is reaped here."""
     table = {}
+    me, my_sid = os.getpid(), os.getsid(0)
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
             with open(f"/proc/{entry.name}/stat", "rb") as f:
                 fields = f.read().rsplit(b")", 1)[1].split()
-            table[int(entry.name)] = (int(fields[1]), int(fields[3]), entry.stat().st_uid)
+            pid, ppid, sid = int(entry.name), int(fields[1]), int(fields[3])
+            if fields[0] in (b"Z", b"X"):
+                if ppid == me and sid != my_sid and pid not in _KEEPERS:
+                    _reap(pid)
+                continue
+            table[pid] = (ppid, sid, entry.stat().st_uid)
         except (OSError, IndexError, ValueError):
             continue
     return table
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except OSError:
+        pass
 
 
 def descendants(root_pid: int, table: dict | None = None) -> list[int]:

@@ -221,6 +221,18 @@ def _descendants(root_pid: int) -> set[int]:
     return out - servers
 
 
+def _unreaped_orphans() -> list[int]:
+    """Zombies re-parented to this (subreaper) process from another session and never reaped:
+    each one once made every later grading of this process spin in its kill loops for seconds."""
+    me, my_sid = os.getpid(), os.getsid(0)
+    out = []
+    for name in os.listdir("/proc"):
+        fields = _stat(int(name)) if name.isdigit() else None
+        if fields and fields[0] == "Z" and int(fields[1]) == me and int(fields[3]) != my_sid:
+            out.append(int(name))
+    return out
+
+
 def _recorded_pids(scratch: Path, report) -> set[tuple[int, int]]:
     """(pid, starttime) the attacks left in SCRATCH/pids-*.txt or printed as `ADV-PID pid start`."""
     text = "".join(p.read_text(errors="replace") for p in scratch.glob("pids-*.txt"))
@@ -383,6 +395,9 @@ def _grade_case(
         leftovers = _leftover_processes(token, scratch, report)
         if leftovers:
             problems.append(f"processes started by the submission outlived grade(): {leftovers}")
+        zombies = _unreaped_orphans()
+        if zombies:
+            problems.append(f"orphans of the run left unreaped (zombies of the grading process): {zombies}")
         by = {t.test_id: t for t in report.tests}
         want = exp["score"] if cheat == "on" else exp.get("honest_score", exp["score"])
         if abs(report.score - want) > 1e-6:
