@@ -215,7 +215,7 @@ def _after_module_import(name: str, callback: Callable[[ModuleType], None]) -> N
 
 
 def _ensure_wandb_run() -> None:
-    wandb = sys.modules.get("wandb")  # only if the student's code imported it
+    wandb = sys.modules.get("wandb")  # imported by the code (or preloaded by the warm grader for its course)
     if wandb is None or getattr(wandb, "run", None) is not None:
         return
     init = getattr(wandb, "init", None)

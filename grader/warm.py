@@ -24,6 +24,7 @@ from __future__ import annotations
 import array
 import atexit
 import fcntl
+import functools
 import importlib
 import json
 import os
@@ -88,10 +89,19 @@ def _thread_count() -> int:
         return threading.active_count()
 
 
+def _preload(name: str) -> None:
+    """Import ``module`` or, for ``module:attr``, also resolve the attribute (a lazy package such
+    as transformers imports the submodule behind ``transformers.Trainer`` only then)."""
+    module, _, attr = name.partition(":")
+    loaded = importlib.import_module(module)
+    if attr:
+        getattr(loaded, attr)
+
+
 def serve(sock: socket.socket, preload: list[str]) -> None:
     for name in dict.fromkeys([*BASE_PRELOAD, *preload]):
         try:
-            importlib.import_module(name)
+            _preload(name)
         except Exception:
             continue
     import torch
@@ -99,6 +109,10 @@ def serve(sock: socket.socket, preload: list[str]) -> None:
     from grader.guards import count_ops
 
     count_ops(torch.add, torch.ones(1), 1)  # enters a dispatch mode once: torch._dynamo is imported now
+    import gc
+
+    gc.collect()
+    gc.freeze()  # what the imports built is never scanned again in a fork, nor copied by a collection
     threads = _thread_count()
     _send(sock, {"ready": True, "threads": threads})
     children: set[int] = set()
@@ -383,13 +397,42 @@ PRELOADABLE = {
 
 
 def warm_preload(assignment) -> tuple[str, ...]:
-    """The heavy modules worth importing once for ``assignment``: those of its course
-    environment (or, without one, of lmgrade's own interpreter) among ``PRELOADABLE``."""
+    """The modules worth importing once for ``assignment``: those of its course environment (or,
+    without one, of lmgrade's own interpreter) among ``PRELOADABLE``, then what the reference and
+    the suite import (``import wandb``, ``from transformers import Trainer``: a test process would
+    otherwise import them afresh for every submission, seconds each)."""
     from grader.envs import canonical
 
     env = getattr(assignment, "environment", None)
     wanted = {canonical(name) for name in ((env.pins or {}) if env is not None else {})}
-    return tuple(module for dist, module in PRELOADABLE.items() if canonical(dist) in wanted)
+    base = tuple(module for dist, module in PRELOADABLE.items() if canonical(dist) in wanted)
+    folders = tuple(
+        str(d) for d in (assignment.reference_dir, assignment.suite_dir, assignment.template_dir) if d is not None
+    )
+    return tuple(dict.fromkeys([*base, *_imports_of(folders)]))
+
+
+@functools.lru_cache(maxsize=64)
+def _imports_of(folders: tuple[str, ...]) -> tuple[str, ...]:
+    """``module`` and ``module:name`` for every absolute import in the ``.py`` files under
+    ``folders`` (trusted: the reference and the suite), except the folders' own modules."""
+    import ast
+    from pathlib import Path
+
+    files = [p for d in folders if Path(d).is_dir() for p in sorted(Path(d).rglob("*.py"))]
+    local = {p.stem for p in files} | {p.parent.name for p in files} | {"grader", "__future__", "conftest"}
+    found: list[str] = []
+    for path in files:
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (OSError, SyntaxError, ValueError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                found += [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                found += [f"{node.module}:{alias.name}" for alias in node.names if alias.name != "*"]
+    return tuple(dict.fromkeys(name for name in found if name.split(".")[0].split(":")[0] not in local))
 
 
 _SERVERS: dict[tuple, WarmServer] = {}
@@ -397,13 +440,20 @@ _SERVERS_LOCK = threading.Lock()
 
 
 def server_for(python: list[str], preload: tuple[str, ...], env: dict[str, str]) -> WarmServer:
-    """The warm server for this Python and preload list, started on first use."""
+    """The warm server for this Python and preload list, started on first use. If the imports
+    the suite names leave a thread running (forking would be unsafe), a server with only the
+    ``PRELOADABLE`` modules takes its place."""
     key = (tuple(python), tuple(preload))
     with _SERVERS_LOCK:
         server = _SERVERS.get(key)
         if server is None or (server.proc is not None and server.proc.poll() is not None):
             server = WarmServer(list(python), tuple(preload))
             server.start(env)
+            basic = tuple(m for m in preload if m in PRELOADABLE.values())
+            if server.error and server.threads > 1 and basic != tuple(preload):
+                server.close()
+                server = WarmServer(list(python), basic)
+                server.start(env)
             _SERVERS[key] = server
         return server
 
