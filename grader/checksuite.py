@@ -24,6 +24,7 @@ import difflib
 import hashlib
 import importlib
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -51,7 +52,18 @@ def check_suite(assignment: Assignment, *, record: bool = True, mutants: bool = 
 
 
 def collected_tests(assignment: Assignment) -> tuple[list[str], str]:
-    """The suite's test ids (relative to the suite), and pytest's output if collection failed."""
+    """The suite's test ids (relative to the suite), and pytest's output if collection failed.
+
+    A collection that succeeded is kept like a clean recording (see ``_cached``), keyed by the
+    suite, the fixtures and the engine."""
+    key = _inputs_fingerprint(assignment, "collect", ("suite", "fixtures"))
+    ids, error = _cached(
+        key, lambda: _collect(assignment), keep=lambda found: bool(found[0]) and not found[1], kind="collect"
+    )
+    return list(ids), error
+
+
+def _collect(assignment: Assignment) -> tuple[list[str], str]:
     out = subprocess.run(
         [
             sys.executable,
@@ -142,22 +154,67 @@ def _known_names(name: str) -> list[str]:
 
 # -- the snapshots against the suite -------------------------------------------------------------
 
-# Recording is the expensive part of the check (a full run of the suite per variant); building both
-# zips checks the same sources twice. Results are kept per process, keyed by every input's stat.
-_RECORDED: dict[str, list[str]] = {}
+# Recording is the expensive part of the check (a full run of the suite per variant), then
+# collecting the suite (a pytest process). A clean result is kept on disk, keyed by the content of
+# every input (the rubric, reference, suite, lock, snapshots and fixtures, and the engine's own
+# source): building both zips, or the same sources from a copy of the project, records once. An
+# edit to any input changes the key; a result with problems is never kept, so a failing suite is
+# checked afresh every time. LMGRADE_CHECK_CACHE=0 (`check-suite --fresh`) turns the cache off.
+CACHE_VAR = "LMGRADE_CHECK_CACHE"
+_MEMO: dict[str, object] = {}
+_ALL_INPUTS = ("reference", "suite", "snapshots", "fixtures")
 
 
-def _inputs_fingerprint(assignment: Assignment) -> str:
-    """Path, size and mtime of every file the recording reads: any edit changes it."""
-    digest = hashlib.sha256(f"{assignment.id}\0{assignment.root}".encode())
-    folders = (assignment.reference_dir, assignment.suite_dir, assignment.snapshots_dir, assignment.fixtures_dir)
-    for folder in folders:
+def _inputs_fingerprint(assignment: Assignment, what: str = "record", parts: tuple[str, ...] = _ALL_INPUTS) -> str:
+    """sha256 of the relative path and bytes of every file under ``parts``, and of the engine's."""
+    import grader
+
+    digest = hashlib.sha256(f"check-suite 1\0{what}\0{assignment.id}\0{sys.version}\n".encode())
+    folders = {
+        "engine": Path(grader.__file__).parent,
+        "reference": assignment.reference_dir,
+        "suite": assignment.suite_dir,
+        "snapshots": assignment.snapshots_dir,
+        "fixtures": assignment.fixtures_dir,
+    }
+    for label in ("engine", *parts):
+        folder = folders[label]
         for path in sorted(folder.rglob("*")) if folder.is_dir() else ():
-            if "__pycache__" in path.parts or not path.is_file():
+            if "__pycache__" in path.parts or not path.is_file() or (label == "engine" and path.suffix != ".py"):
                 continue
-            st = path.stat()
-            digest.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            digest.update(f"{label}/{path.relative_to(folder).as_posix()}\0".encode())
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()
+
+
+def _cache_file(key: str, kind: str = "record") -> Path | None:
+    if os.environ.get(CACHE_VAR, "1") == "0":
+        return None
+    from grader.envs import cache_dir
+
+    return cache_dir().parent / "check-suite" / f"{kind}-{key}.json"
+
+
+def _cached(key: str, compute, keep, kind: str = "record"):
+    """``compute()``, or what it returned before for this key (in this process, or on disk when
+    ``keep`` said the result was clean). Results are JSON."""
+    if key in _MEMO:
+        return _MEMO[key]
+    path = _cache_file(key, kind)
+    if path is not None and path.is_file():
+        try:
+            _MEMO[key] = json.loads(path.read_text(encoding="utf-8"))["result"]
+            return _MEMO[key]
+        except (OSError, ValueError, KeyError):
+            pass
+    result = json.loads(json.dumps(compute()))
+    _MEMO[key] = result
+    if path is not None and keep(result):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_text(json.dumps({"result": result}) + "\n", encoding="utf-8")
+        partial.replace(path)
+    return result
 
 
 def snapshot_problems(assignment: Assignment) -> list[str]:
@@ -166,9 +223,7 @@ def snapshot_problems(assignment: Assignment) -> list[str]:
     if not (stored_root / "manifest.json").is_file():
         return [f"no snapshots ({stored_root}/manifest.json missing): run `lmgrade record {assignment.id}`"]
     key = _inputs_fingerprint(assignment)
-    if key not in _RECORDED:
-        _RECORDED[key] = _record_and_compare(assignment, stored_root)
-    return list(_RECORDED[key])
+    return list(_cached(key, lambda: _record_and_compare(assignment, stored_root), keep=lambda found: not found))
 
 
 def _record_and_compare(assignment: Assignment, stored_root: Path) -> list[str]:

@@ -110,11 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
         "snapshot keys sent but not recorded, recorded but not sent, tolerances/masks/hints/rules "
         "that differ from the test code (the reference is recorded afresh into a temporary "
         "folder to compare); unknown forbidden names; a stale template; too few mutants. "
+        "A clean recording is kept in .lmgrade/check-suite, keyed by the content of every input "
+        "(rubric, reference, suite, lock, snapshots, fixtures, the engine's source), so an unchanged "
+        "suite is not recorded twice; --fresh (or LMGRADE_CHECK_CACHE=0) records anyway. "
         "Exit 1 if anything is found.",
     )
     p.add_argument("assignment", nargs="?", help="assignment id (default: all)")
     p.add_argument("--mutants", action="store_true", help="also grade every mutant: each must lose points")
     p.add_argument("--no-record", action="store_true", help="skip the fresh recording (faster, checks less)")
+    p.add_argument("--fresh", action="store_true", help="record even if these exact inputs were recorded clean before")
     p.set_defaults(func=cmd_check_suite)
 
     p = sub.add_parser("mutants", help="grade every mutant; exit 1 if one keeps full marks")
@@ -276,6 +280,8 @@ def cmd_record(args) -> int:
 def cmd_check_suite(args) -> int:
     from grader.checksuite import check_suite
 
+    if args.fresh:
+        os.environ["LMGRADE_CHECK_CACHE"] = "0"
     status = 0
     for aid in [args.assignment] if args.assignment else list_assignments():
         with console.status(f"{aid}: checking the suite..."):

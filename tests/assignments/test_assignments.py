@@ -28,11 +28,24 @@ ASSIGNMENTS = list_assignments()
 MIN_MUTANTS = {"cmu_11667_a2": 15, "mila_ift6135_a2": 15, "cmu_10423_hw3": 12, "duke_ece661_hw3": 12}
 
 
-@pytest.fixture(scope="module", params=ASSIGNMENTS)
+_GRADED: dict[str, tuple] = {}  # per worker process: pytest may interleave the params' tests
+
+
+@pytest.fixture(
+    # one xdist worker per assignment (`--dist loadgroup`, as `make test` runs): the fixture grades
+    # some 40 submissions, and a second worker running one of its tests would grade them all again
+    params=[pytest.param(a, marks=pytest.mark.xdist_group(f"graded-{a}")) for a in ASSIGNMENTS],
+)
 def graded(request, tmp_path_factory):
+    if request.param not in _GRADED:
+        _GRADED[request.param] = _grade_everything(request.param, tmp_path_factory)
+    return _GRADED[request.param]
+
+
+def _grade_everything(assignment_id: str, tmp_path_factory):
     """Grade reference, template, starter-style templates, every mutant and every alternative of
     one assignment (2 at a time), each in full: the evidence of every test is needed."""
-    a = load_assignment(request.param)
+    a = load_assignment(assignment_id)
     tmp = tmp_path_factory.mktemp(f"starters-{a.id}")
     tmp.chmod(0o755)
     subjects = {"reference": lambda: grade(a, a.reference_dir), "template": lambda: grade(a, a.template_dir)}

@@ -38,6 +38,32 @@ def test_the_toy_suite_is_consistent(scratch):
     assert _problems(scratch) == []
 
 
+def test_a_clean_recording_is_reused_only_for_the_same_inputs(scratch, tmp_path, monkeypatch):
+    """The recording is kept on disk by the content of its inputs: the same bytes under another
+    root reuse it; one byte changed in the suite records again; a result with problems is not kept."""
+    from grader import checksuite
+
+    monkeypatch.setenv("LMGRADE_ENV_CACHE", str(tmp_path / "envs"))  # its sibling check-suite/ is the cache
+    monkeypatch.setattr(checksuite, "_MEMO", {})
+    recorded = []
+    real = checksuite._record_and_compare
+    monkeypatch.setattr(checksuite, "_record_and_compare", lambda a, s: recorded.append(a.root) or real(a, s))
+    assert _problems(scratch) == [] and recorded == [scratch]
+    assert len(list((tmp_path / "check-suite").glob("record-*.json"))) == 1
+    copy = Path(shutil.copytree(scratch, scratch.parent / f"{scratch.name}-copy"))
+    try:
+        monkeypatch.setattr(checksuite, "_MEMO", {})  # a new process
+        assert _problems(copy) == [] and recorded == [scratch]  # same content: not recorded again
+        suite = copy / "test_suites" / "toy" / "hidden" / "test_ops.py"
+        _edit(suite, 'hint="did you use the biased variance?"', "rtol=1e-2")
+        assert _problems(copy) != [] and recorded == [scratch, copy]
+        assert len(list((tmp_path / "check-suite").glob("record-*.json"))) == 1  # problems are not kept
+        monkeypatch.setenv("LMGRADE_CHECK_CACHE", "0")  # `check-suite --fresh`
+        assert checksuite._cache_file(checksuite._inputs_fingerprint(load_assignment("toy", root=scratch))) is None
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
+
+
 def test_a_test_missing_from_the_rubric(scratch):
     suite = scratch / "test_suites" / "toy" / "hidden" / "test_ops.py"
     suite.write_text(
