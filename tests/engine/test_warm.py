@@ -64,3 +64,41 @@ def test_the_warm_server_holds_no_run_secret(toy):
         assert not any(e.startswith(b"LMGRADE_RUN=") for e in env)
         cmdline = Path(f"/proc/{server.proc.pid}/cmdline").read_bytes()
         assert b"snapshots" not in cmdline and b"--lmgrade-oracle" not in cmdline
+
+
+def test_the_reference_and_suite_imports_are_preloaded(tmp_path):
+    """What the reference and the suite import is imported once by the warm server, attributes
+    of lazy packages included; their own modules are not."""
+    from types import SimpleNamespace
+
+    reference, suite = tmp_path / "reference", tmp_path / "suite" / "hidden"
+    (reference / "utils").mkdir(parents=True)
+    suite.mkdir(parents=True)
+    (reference / "model.py").write_text("import json\nfrom collections import OrderedDict\nfrom utils import x\n")
+    (reference / "utils" / "__init__.py").write_text("from .helpers import y\nimport model\n")
+    (suite / "test_model.py").write_text(
+        "import pytest\nfrom model import Net\ndef test_a():\n    from email.mime.text import MIMEText\n"
+    )
+    assignment = SimpleNamespace(
+        environment=None, reference_dir=reference, suite_dir=suite.parent, template_dir=tmp_path / "none"
+    )
+    assert warm.warm_preload(assignment) == ("json", "collections:OrderedDict", "pytest", "email.mime.text:MIMEText")
+
+
+def test_a_preload_that_leaves_a_thread_gives_way_to_the_basic_list(monkeypatch):
+    started = []
+
+    class FakeServer(warm.WarmServer):
+        def start(self, env):
+            started.append(self.preload)
+            self.threads = 2 if "wandb" in self.preload else 1
+            self.error = "the warm process has 2 threads after its imports" if self.threads > 1 else ""
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(warm, "WarmServer", FakeServer)
+    monkeypatch.setattr(warm, "_SERVERS", {})
+    server = warm.server_for(["python"], ("transformers", "wandb", "transformers:Trainer"), {})
+    assert started == [("transformers", "wandb", "transformers:Trainer"), ("transformers",)]
+    assert server.preload == ("transformers",) and not server.error
