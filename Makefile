@@ -29,7 +29,7 @@ demo: install
 	$(BIN)/lmgrade demo -o demo-out
 
 test: install
-	$(BIN)/python -m pytest -n $(JOBS) --dist loadgroup -q
+	$(BIN)/python -m pytest -n $(JOBS) -q
 
 # The edit-run loop: unit tests of compare, values, the oracle rules, the rubric parser, staging and
 # the static rules; no grading, no course environment (under 60 s).

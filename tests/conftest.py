@@ -21,6 +21,31 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("LMGRADE_WARM", "1")
 
 
+def pytest_xdist_make_scheduler(config, log):
+    """Under xdist: every test is its own unit of work, except that an assignment's tests in
+    tests/assignments/test_assignments.py go to one worker together. Their fixture grades some 40
+    submissions; a second worker running one of those tests would grade them all again.
+    (``xdist_group`` marks would say the same, but pytest-xdist 3.8 cannot rename the node ids of
+    pytest 9, so ``--dist loadgroup`` ignores them.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    from grader.assignment import list_assignments
+
+    ids = sorted(list_assignments(), key=len, reverse=True)
+
+    class PerAssignment(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path, _, rest = nodeid.partition("::")
+            if path.endswith("test_assignments.py") and "[" in rest:
+                params = rest.split("[", 1)[1]
+                found = next((a for a in ids if a in params), None)
+                if found:
+                    return f"{path}[{found}]"
+            return nodeid
+
+    return PerAssignment(config, log)
+
+
 @pytest.fixture(scope="session")
 def shared_tmp() -> Path:
     """A temporary folder other users can enter. Under root, the grader runs student code as an

@@ -31,11 +31,7 @@ MIN_MUTANTS = {"cmu_11667_a2": 15, "mila_ift6135_a2": 15, "cmu_10423_hw3": 12, "
 _GRADED: dict[str, tuple] = {}  # per worker process: pytest may interleave the params' tests
 
 
-@pytest.fixture(
-    # one xdist worker per assignment (`--dist loadgroup`, as `make test` runs): the fixture grades
-    # some 40 submissions, and a second worker running one of its tests would grade them all again
-    params=[pytest.param(a, marks=pytest.mark.xdist_group(f"graded-{a}")) for a in ASSIGNMENTS],
-)
+@pytest.fixture(params=ASSIGNMENTS)  # under xdist, one worker per assignment (tests/conftest.py)
 def graded(request, tmp_path_factory):
     if request.param not in _GRADED:
         _GRADED[request.param] = _grade_everything(request.param, tmp_path_factory)
