@@ -81,7 +81,8 @@ MAX_METADATA_BYTES = 64 * 2**20
 MAX_YAML_ALIASES = 100  # Gradescope's metadata uses none
 MAX_YAML_NODES = 2_000_000  # values read once aliases are expanded (an alias bomb expands to billions)
 MAX_SIMILARITY_FILE_CHARS = 512 * 1024  # a file past this is left out of the similarity report
-SIMILARITY_TIME_LIMIT = 600.0  # seconds for all pairs; the report says if it stopped early
+SIMILARITY_TIME_LIMIT = 600.0  # CPU seconds for all pairs; the report says if it stopped early
+INTERRUPTED_SIMILARITY = "not computed: the batch was interrupted (it is with --resume)"
 GRADESCOPE_CSV = "grades.csv"  # Gradescope's import format: the file to upload
 DETAILED_CSV = "grades-detailed.csv"  # one row per submission, with status, ids and notes
 STATE_FILE = "batch-state.json"  # what finished, by content hash: `--resume` reads it
@@ -680,10 +681,12 @@ def find_similar(
     *,
     min_similarity: float = 0.0,
     time_limit: float = SIMILARITY_TIME_LIMIT,
+    stop=None,
 ) -> list[Pair]:
     """Every pair sharing code beyond the template, most alike first. Files larger than
-    ``MAX_SIMILARITY_FILE_CHARS`` are left out; past ``time_limit`` seconds the comparison stops
-    and ``SimilarityStopped`` carries the pairs found so far."""
+    ``MAX_SIMILARITY_FILE_CHARS`` are left out; past ``time_limit`` seconds of this thread's CPU
+    time (the batch runs it beside the gradings), or once ``stop`` is requested, the comparison
+    stops and ``SimilarityStopped`` carries the pairs found so far."""
     import numpy as np
     from copydetect import CodeFingerprint, compare_files
 
@@ -696,10 +699,12 @@ def find_similar(
         name: np.unique(np.array(sorted(fingerprint(name, text, win=1).hashes), dtype=np.int64))
         for name, text in submission_code(assignment, assignment.template_dir).items()
     }
-    started = time.monotonic()
+    started = time.thread_time()
     prints: dict[str, dict] = {}
     skipped = 0
     for s in submissions:
+        if stop is not None and stop.requested:
+            raise SimilarityStopped(INTERRUPTED_SIMILARITY, [])
         if s.folder is not None:
             code = submission_code(assignment, s.folder)
             skipped += sum(1 for text in code.values() if len(text) > MAX_SIMILARITY_FILE_CHARS)
@@ -710,9 +715,13 @@ def find_similar(
             }
     pairs = []
     for n, (a, b) in enumerate(combinations(prints, 2)):
-        if time.monotonic() - started > time_limit:
+        if stop is not None and stop.requested:
+            raise SimilarityStopped(INTERRUPTED_SIMILARITY, [])
+        if time.thread_time() - started > time_limit:
             done = sorted(pairs, key=lambda p: (-p.similarity, p.a, p.b))
-            raise SimilarityStopped(f"the similarity report stopped after {time_limit:g} s ({n} pairs compared)", done)
+            raise SimilarityStopped(
+                f"the similarity report stopped after {time_limit:g} CPU seconds ({n} pairs compared)", done
+            )
         pair = _compare(a, prints[a], b, prints[b], compare_files)
         if pair is not None and pair.similarity > min_similarity:
             pairs.append(pair)
@@ -934,37 +943,46 @@ def run_batch(
             )
         state = _prepare_out(assignment, out, resume=resume, force=force)
         stop = StopFlag()
-        with _stop_on_signals(stop, on_stop):
-            if cluster is not None and cluster.on_cluster:
-                if progress and console is None:
-                    from rich.console import Console
+        # the similarity report runs beside the gradings: the CPU the warm grader's start-up and
+        # the gradings' waits leave idle is enough for it on a class-sized batch
+        similarity = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lmgrade-similarity")
+        similar = similarity.submit(find_similar, assignment, submissions, stop=stop)
+        similarity.shutdown(wait=False)
+        try:
+            with _stop_on_signals(stop, on_stop):
+                if cluster is not None and cluster.on_cluster:
+                    if progress and console is None:
+                        from rich.console import Console
 
-                    console = Console(stderr=True, highlight=False)
-                _grade_on_cluster(
-                    assignment,
-                    root,
-                    submissions,
-                    out,
-                    state,
-                    cluster,
-                    jobs=jobs,
-                    dedupe=dedupe,
-                    budget=budget,
-                    stop=stop,
-                    console=console if progress else None,
-                    temporary=root != Path(export),
-                )  # a zip extracted into tmp
-            rows = _grade_with_progress(
-                assignment, submissions, out / "results", jobs, dedupe, budget, progress, stop, state, warm
-            )
+                        console = Console(stderr=True, highlight=False)
+                    _grade_on_cluster(
+                        assignment,
+                        root,
+                        submissions,
+                        out,
+                        state,
+                        cluster,
+                        jobs=jobs,
+                        dedupe=dedupe,
+                        budget=budget,
+                        stop=stop,
+                        console=console if progress else None,
+                        temporary=root != Path(export),
+                    )  # a zip extracted into tmp
+                rows = _grade_with_progress(
+                    assignment, submissions, out / "results", jobs, dedupe, budget, progress, stop, state, warm
+                )
+        except BaseException:
+            stop.request(stop.signal_name or "error")  # the similarity thread ends too
+            raise
         state.save(interrupted=stop.requested)
         grades = write_grades_csv(assignment, rows, out / DETAILED_CSV)  # first: the grades matter most
         write_gradescope_csv(assignment, rows, out / GRADESCOPE_CSV)
         if stop.requested:  # the TA asked to stop: no minutes of similarity now, it comes with --resume
-            pairs, similarity_error = [], "not computed: the batch was interrupted (it is with --resume)"
+            pairs, similarity_error = [], INTERRUPTED_SIMILARITY
         else:
             try:
-                pairs, similarity_error = find_similar(assignment, submissions), ""
+                pairs, similarity_error = similar.result(), ""
             except SimilarityStopped as stopped:
                 pairs, similarity_error = stopped.pairs, str(stopped)
             except Exception as err:

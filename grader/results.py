@@ -114,11 +114,23 @@ def schema() -> dict:
     return json.loads(resources.files("grader").joinpath("schemas/results.schema.json").read_text(encoding="utf-8"))
 
 
+@lru_cache(maxsize=1)
+def _validator():
+    import jsonschema
+
+    checked = schema()
+    cls = jsonschema.validators.validator_for(checked)
+    cls.check_schema(checked)  # once: jsonschema.validate() checks the schema itself on every call
+    return cls(checked)
+
+
 def validate(results: dict) -> None:
     """Raise jsonschema.ValidationError if ``results`` is not a valid Gradescope results.json."""
     import jsonschema
 
-    jsonschema.validate(results, schema())
+    error = jsonschema.exceptions.best_match(_validator().iter_errors(results))
+    if error is not None:
+        raise error
 
 
 def write_results(report: GradeReport, path: Path) -> dict:

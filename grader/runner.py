@@ -42,6 +42,7 @@ from grader.sandbox import (
     forget_keeper,
     give,
     kill_run,
+    kill_tree,
     lock_down,
     open_sandbox,
     private_tmp_targets,
@@ -59,6 +60,7 @@ GRACE_SECONDS = 5.0  # on top of the per-test timeout, for pytest-timeout to fai
 TIMING_SLACK = 1.0  # seconds of reporting overhead allowed past the timeout before the parent fails a test
 CPU_FACTOR = 2.0  # a test may use this many CPU-seconds per second of its timeout
 POLL_SECONDS = 0.05
+PROGRESS_WRITE_SECONDS = 1.0  # results.json is rewritten with the tests so far at most this often
 DISK_POLL_SECONDS = 2.0
 READ_CHUNK = 1 << 20
 OUTPUT_LIMIT = 256 * 2**20  # bytes the child may print outside the tests' captured output
@@ -131,7 +133,7 @@ def grade(
             on_progress = None
             if opts.results_path is not None:
 
-                def on_progress(evts, oracle_now):  # a global kill still leaves the tests so far
+                def write_so_far(evts, oracle_now):  # a global kill still leaves the tests so far
                     write = _results_writer()
                     write(
                         score(
@@ -145,6 +147,8 @@ def grade(
                         ),
                         opts.results_path,
                     )
+
+                on_progress = _Throttled(write_so_far, PROGRESS_WRITE_SECONDS)
 
             run = SuiteRun(assignment, staged, tmp_path, opts, stop=stop, on_progress=on_progress)
             try:
@@ -173,6 +177,29 @@ def grade(
     if opts.results_path is not None:
         _results_writer()(report, opts.results_path)
     return report
+
+
+class _Throttled:
+    """Calls ``write(events, oracle)`` at most once per ``seconds``; a call that came too soon is
+    made by ``flush_due()`` (the watch loop, every poll) once the interval is over, so what a
+    global kill leaves is never more than ``seconds`` behind. Rewriting results.json after each
+    test cost more than a fast suite's tests (49 writes, each scored, validated and fsync'ed)."""
+
+    def __init__(self, write, seconds: float):
+        self.write, self.seconds = write, seconds
+        self.last = 0.0
+        self.pending: tuple | None = None
+
+    def __call__(self, events, oracle) -> None:
+        self.pending = (events, oracle)
+        self.flush_due()
+
+    def flush_due(self) -> None:
+        if self.pending is not None and time.monotonic() - self.last >= self.seconds:
+            events, oracle = self.pending
+            self.pending = None
+            self.last = time.monotonic()
+            self.write(events, oracle)
 
 
 def _results_writer():
@@ -500,6 +527,8 @@ class _Child:
                     if r.log.total > OUTPUT_LIMIT:
                         self._stop(f"the test process printed more than {OUTPUT_LIMIT // 2**20} MB", timeout=False)
             self.rc = self.proc.poll()
+            if isinstance(r.on_progress, _Throttled):
+                r.on_progress.flush_due()
             if self.rc is not None and open_fds == 0:
                 break
             if self.rc is not None and open_fds and not sel.select(timeout=0):
@@ -580,7 +609,9 @@ class _Child:
             if r.opts.first_evidence_failure and r.oracle.store is not None and not r.oracle.verdict(test).ok:
                 spec = r.assignment.spec_for(test)
                 r.stopped_early = spec is not None and spec.points > 0
-            kill_run(self.box, root_pid=self.proc.pid, keep=(self.proc.pid, _test_process(self.proc.pid)))
+            # what the test started dies with it; while the keeper lives every process of the run
+            # is below it (it is their subreaper), so the tree is enough until the run's end
+            kill_tree(self.proc.pid, keep=(self.proc.pid, _test_process(self.proc.pid)))
         if out.violation is not None:
             self.restart = True
         if (out.finished is not None or out.violation is not None) and r.on_progress:

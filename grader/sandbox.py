@@ -416,7 +416,14 @@ def _reap(pid: int) -> None:
 
 
 def descendants(root_pid: int, table: dict | None = None) -> list[int]:
-    table = table if table is not None else _proc_table()
+    """Every live process below ``root_pid``. Without a ``table``, the tree is walked through
+    ``/proc/PID/task/TID/children`` (a few reads, where a full table reads every process on the
+    machine: the runner asks several times a test)."""
+    if table is None:
+        walked = _walk_children(root_pid)
+        if walked is not None:
+            return walked
+        table = _proc_table()
     children: dict[int, list[int]] = {}
     for pid, (ppid, _sid, _uid) in table.items():
         children.setdefault(ppid, []).append(pid)
@@ -426,6 +433,43 @@ def descendants(root_pid: int, table: dict | None = None) -> list[int]:
             out.append(kid)
             todo.append(kid)
     return out
+
+
+def _walk_children(root_pid: int) -> list[int] | None:
+    """The tree below ``root_pid`` from the kernel's children lists; None where the kernel has
+    none (then the caller reads the whole table)."""
+    out, todo, seen = [], [root_pid], {root_pid}
+    while todo:
+        pid = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                    kids = f.read().split()
+            except FileNotFoundError:
+                if pid == root_pid and os.path.isdir(f"/proc/{pid}"):
+                    return None  # no children lists on this kernel
+                continue
+            except OSError:
+                continue
+            for kid in map(int, kids):
+                if kid not in seen:
+                    seen.add(kid)
+                    if not _is_zombie(kid):  # as in _proc_table: a signal cannot remove it
+                        out.append(kid)
+                        todo.append(kid)
+    return out
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X")
+    except (OSError, IndexError):
+        return True  # gone
 
 
 def kill_tree(root_pid: int, keep=()) -> int:

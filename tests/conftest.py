@@ -21,6 +21,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("LMGRADE_WARM", "1")
 
 
+@pytest.hookimpl(optionalhook=True)  # `-p no:xdist` (make test-fast) does not know the hook
 def pytest_xdist_make_scheduler(config, log):
     """Under xdist: every test is its own unit of work, except that an assignment's tests in
     tests/assignments/test_assignments.py go to one worker together. Their fixture grades some 40

@@ -63,15 +63,29 @@ def test_similarity_skips_huge_files_and_stops_at_its_time_limit(tmp_path, toy):
     subs = [*folders, batch.Submission(id="huge", folder=huge)]
     pairs = batch.find_similar(toy, subs)
     assert pairs and all("huge" not in (p.a, p.b) for p in pairs)
-    with pytest.raises(batch.SimilarityStopped, match="stopped after 0 s"):
+    with pytest.raises(batch.SimilarityStopped, match="stopped after 0 CPU seconds"):
         batch.find_similar(toy, subs, time_limit=0.0)
 
 
 def test_grades_csv_is_written_before_similarity(tmp_path, toy, monkeypatch):
-    """A similarity report that fails or hangs must not cost the grades."""
-    order = []
-    monkeypatch.setattr(batch, "write_grades_csv", lambda a, rows, p: order.append("grades") or Path(p))
-    monkeypatch.setattr(batch, "find_similar", lambda *a, **k: order.append("similarity") or [])
+    """A similarity report that fails or hangs must not cost the grades. (It runs beside the
+    gradings: here it cannot finish before the grades are written.)"""
+    import threading
+
+    order, graded = [], threading.Event()
+
+    def grades(a, rows, p):
+        order.append("grades")
+        graded.set()
+        return Path(p)
+
+    def similar(*a, **k):
+        assert graded.wait(10), "the grades waited for the similarity report"
+        order.append("similarity")
+        return []
+
+    monkeypatch.setattr(batch, "write_grades_csv", grades)
+    monkeypatch.setattr(batch, "find_similar", similar)
     monkeypatch.setattr(batch, "_grade_with_progress", lambda *a, **k: [])
     monkeypatch.setattr(batch, "write_report", lambda *a, **k: tmp_path / "report.html")
     monkeypatch.setattr(batch, "write_similarity_csv", lambda *a, **k: None)
