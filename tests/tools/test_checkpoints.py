@@ -197,7 +197,7 @@ def test_sdpa_is_dropped_when_the_attention_does_not_match():
     for block in model.blocks:
         block.mha.__class__ = odd
     result, scorer = checker(model, ids)
-    assert scorer.name == "chunked-head"  # fast head kept, attention left to the module
+    assert scorer.name == "tiled-head"  # fast head kept, attention left to the module
     plan = plan_windows(len(ids), TINY.n_positions)
     plain = score_stream(PlainScorer(model, TINY.n_vocab), ids, plan, ScoringOptions(device=CPU))
     assert abs(result.nll_sum / plain.nll_sum - 1) < 1e-6
@@ -494,3 +494,19 @@ def test_every_torch_load_call_is_weights_only():
     calls = [line for line in source.splitlines() if "torch.load(" in line and "``" not in line]
     assert calls and all("weights_only=True" in line for line in calls)
     assert "pickle_module=" not in source and "pickle.load" not in source
+
+
+def test_the_tiled_head_is_cross_entropy_over_the_whole_vocabulary(monkeypatch):
+    """Tiles that divide neither the rows nor the vocabulary, and logits large enough that a
+    log-sum-exp without its shift would overflow: the same NLL as one full cross-entropy."""
+    from tools.checkpoints import perplexity
+
+    monkeypatch.setattr(perplexity, "TILE_ROWS", 7)
+    monkeypatch.setattr(perplexity, "TILE_COLS", 13)
+    gen = torch.Generator().manual_seed(0)
+    weight = torch.randn(101, 8, generator=gen) * 30
+    hidden, targets = torch.randn(23, 8, generator=gen), torch.randint(0, 101, (23,), generator=gen)
+    got = perplexity.tiled_nll(hidden, targets, weight, weight.t().contiguous())
+    want = F.cross_entropy(hidden @ weight.t(), targets, reduction="none")
+    assert torch.isfinite(want).all() and want.max() > 100
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-3)

@@ -262,7 +262,7 @@ def test_no_fast_path_gives_the_same_perplexity(tmp_path):
     subs = read_submissions(export)
     fast = run_check(subs, CheckSettings(test_tokens=tokens, device="cpu", variant="pre_ln"))[0][0]
     plain = run_check(subs, CheckSettings(test_tokens=tokens, device="cpu", variant="pre_ln", fast_path=False))[0][0]
-    assert plain.scoring_path == "plain" and "chunked-head" in fast.scoring_path
+    assert plain.scoring_path == "plain" and "tiled-head" in fast.scoring_path
     assert abs(plain.mean_nll / fast.mean_nll - 1) < 1e-6
 
 
