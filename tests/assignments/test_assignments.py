@@ -12,13 +12,12 @@ per submission), so they are the slowest tests; each assignment's gradings run i
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from grader.assignment import list_assignments, load_assignment
+from grader.checksuite import collected_tests
 from grader.mutants import check, grade_mutant, list_alternatives, list_mutants, load_variants
 from grader.runner import grade
 from grader.snapshots import _sha256, parent_decided_points
@@ -140,31 +139,12 @@ def test_template_is_in_sync_with_the_reference(assignment_id):
 
 @pytest.mark.parametrize("assignment_id", ASSIGNMENTS)
 def test_rubric_lists_every_collected_test(assignment_id):
+    """Collected the way check-suite collects (one function, grader.checksuite.collected_tests)."""
     a = load_assignment(assignment_id)
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            str(a.suite_dir),
-            "--collect-only",
-            "-q",
-            "-p",
-            "grader.plugin",
-            "--import-mode=importlib",
-            "--rootdir",
-            str(a.suite_dir),
-            "-c",
-            "/dev/null",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=a.suite_dir,
-        check=False,
-    )
-    collected = {line.split("[")[0] for line in out.stdout.splitlines() if "::" in line}
+    ids, error = collected_tests(a)
+    collected = {test_id.split("[")[0] for test_id in ids}
     listed = {t.test_id for t in a.tests}
-    assert collected, out.stdout + out.stderr
+    assert collected and not error, error
     assert collected - listed == set(), "tests missing from assignment.yaml"
     assert listed - collected == set(), "assignment.yaml lists tests that do not exist"
     assert abs(sum(q.points for q in a.questions) - a.total_points) < 1e-9
